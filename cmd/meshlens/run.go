@@ -1,0 +1,298 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"reflect"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/promql"
+
+	"github.com/meshlens/meshlens/api"
+	"github.com/meshlens/meshlens/config"
+	"github.com/meshlens/meshlens/remotewrite"
+	"github.com/meshlens/meshlens/tsdb"
+)
+
+// Version is set at build time with -ldflags "-X main.Version=...".
+var Version = "0.1.0"
+
+// Main is the meshlens server: flags, configuration, components and their
+// lifecycle. Tests build one, call ParseFlags and Open, then Run.
+type Main struct {
+	Listen     string
+	DataDir    string
+	ConfigFile string
+	LogLevel   string
+	// Stderr receives logs; os.Stderr when nil.
+	Stderr io.Writer
+
+	logger *slog.Logger
+
+	mu         sync.Mutex
+	cfg        config.Config
+	reloadOK   bool
+	reloadedAt time.Time
+
+	db     *tsdb.DB
+	engine *promql.Engine
+	write  *remotewrite.WriteHandler
+	ln     net.Listener
+	srv    *http.Server
+}
+
+// NewMain returns a Main with the embedded defaults.
+func NewMain() *Main {
+	return &Main{Listen: "127.0.0.1:9201", DataDir: "data", LogLevel: "info"}
+}
+
+// ParseFlags parses the command line.
+func (m *Main) ParseFlags(args []string) error {
+	fs := flag.NewFlagSet("meshlens", flag.ContinueOnError)
+	fs.StringVar(&m.Listen, "listen", m.Listen, "HTTP listen address (Prometheus API, remote write and read)")
+	fs.StringVar(&m.DataDir, "data-dir", m.DataDir, "directory for the TSDB (data-dir/tsdb)")
+	fs.StringVar(&m.ConfigFile, "config", m.ConfigFile, "optional YAML configuration file; embedded defaults when empty")
+	fs.StringVar(&m.LogLevel, "log.level", m.LogLevel, "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
+}
+
+// Open loads the configuration, opens storage and listens. On error nothing
+// stays open.
+func (m *Main) Open() (err error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(m.LogLevel)); err != nil {
+		return fmt.Errorf("--log.level: %w", err)
+	}
+	stderr := m.Stderr
+	if stderr == nil {
+		stderr = os.Stderr
+	}
+	m.logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// The TSDB reports routine work (WAL replay, compactions) at info; keep it
+	// for --log.level=debug.
+	tsdbLogger := m.logger
+	if level > slog.LevelDebug {
+		tsdbLogger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: max(level, slog.LevelWarn)}))
+	}
+
+	cfg := config.Default()
+	if m.ConfigFile != "" {
+		if cfg, err = config.LoadFile(m.ConfigFile); err != nil {
+			return err
+		}
+	}
+	m.cfg, m.reloadOK, m.reloadedAt = cfg, true, time.Now()
+
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	reg := prometheus.NewRegistry()
+	t := cfg.Storage.TSDB
+	m.db, err = tsdb.Open(filepath.Join(m.DataDir, "tsdb"), tsdb.Options{
+		Retention:        time.Duration(t.Retention),
+		RetentionSize:    int64(t.RetentionSize),
+		OutOfOrderWindow: time.Duration(t.OutOfOrderTimeWindow),
+		MaxExemplars:     t.MaxExemplars,
+		MinBlockDuration: time.Duration(t.MinBlockDuration),
+		MaxBlockDuration: time.Duration(t.MaxBlockDuration),
+		WALCompression:   t.WALCompression,
+	}, tsdbLogger, reg)
+	if err != nil {
+		return err
+	}
+	q := cfg.Query
+	tracker, err := promql.NewActiveQueryTracker(m.DataDir, q.MaxConcurrency, m.logger.With("component", "query tracker"))
+	if err != nil {
+		return fmt.Errorf("query tracker in %s: %w", m.DataDir, err)
+	}
+	m.engine = promql.NewEngine(promql.EngineOpts{
+		Logger:                   m.logger.With("component", "query engine"),
+		Reg:                      reg,
+		MaxSamples:               q.MaxSamples,
+		Timeout:                  time.Duration(q.Timeout),
+		ActiveQueryTracker:       tracker,
+		LookbackDelta:            time.Duration(q.LookbackDelta),
+		NoStepSubqueryIntervalFn: func(int64) int64 { return time.Minute.Milliseconds() },
+		EnableAtModifier:         true,
+		EnableNegativeOffset:     true,
+	})
+
+	meta := remotewrite.NewMetadataStore()
+	m.write = remotewrite.NewWriteHandler(m.logger.With("component", "remote write"), m.db, meta, writeOptions(cfg))
+	rr := cfg.RemoteRead
+	read := remotewrite.NewReadHandler(m.logger.With("component", "remote read"), reg, m.db, remotewrite.ReadOptions{
+		SampleLimit: rr.SampleLimit, ConcurrentLimit: rr.ConcurrentLimit, MaxBytesInFrame: int(rr.MaxBytesInFrame),
+	})
+
+	m.ln, err = net.Listen("tcp", m.Listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	handler := api.New(api.Options{
+		Logger:        m.logger.With("component", "api"),
+		Storage:       m.db,
+		Engine:        m.engine,
+		Write:         m.write,
+		Read:          read,
+		Metadata:      meta,
+		Gatherer:      reg,
+		DataDir:       m.DataDir,
+		ListenAddress: m.ln.Addr().String(),
+		Retention:     t.Retention.String(),
+		LookbackDelta: time.Duration(q.LookbackDelta),
+		QueryTimeout:  time.Duration(q.Timeout),
+		Version:       Version,
+		Ready:         func() bool { return true },
+		Reload:        m.Reload,
+		LastReload:    m.lastReload,
+	})
+	m.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second}
+	m.logger.Info("meshlens started", "listen", m.ln.Addr().String(), "data_dir", m.DataDir, "config", m.ConfigFile, "version", Version)
+	return nil
+}
+
+// Addr is the address the server listens on, once Open returned.
+func (m *Main) Addr() string { return m.ln.Addr().String() }
+
+// Run serves until ctx is cancelled or a component fails, then closes
+// everything (listeners first, the TSDB and its WAL last). It calls Open if
+// it was not called.
+func (m *Main) Run(ctx context.Context) error {
+	if m.srv == nil {
+		if err := m.Open(); err != nil {
+			return err
+		}
+	}
+	defer m.Close()
+
+	var g run.Group
+	{
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error {
+			<-ctx.Done()
+			m.logger.Info("shutting down")
+			return nil
+		}, func(error) { cancel() })
+	}
+	{
+		g.Add(func() error {
+			if err := m.srv.Serve(m.ln); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("http server: %w", err)
+			}
+			return nil
+		}, func(error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = m.srv.Shutdown(ctx)
+		})
+	}
+	{
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		done := make(chan struct{})
+		g.Add(func() error {
+			for {
+				select {
+				case <-hup:
+					_ = m.Reload()
+				case <-done:
+					return nil
+				}
+			}
+		}, func(error) {
+			signal.Stop(hup)
+			close(done)
+		})
+	}
+	return g.Run()
+}
+
+// Close releases everything Open acquired. The TSDB closes last, after the
+// HTTP server stopped accepting writes, so the WAL holds every acknowledged
+// sample.
+func (m *Main) Close() error {
+	if m.srv != nil {
+		_ = m.srv.Close()
+	} else if m.ln != nil {
+		_ = m.ln.Close()
+	}
+	var err error
+	if m.engine != nil {
+		err = m.engine.Close()
+		m.engine = nil
+	}
+	if m.db != nil {
+		err = errors.Join(err, m.db.Close())
+		m.db = nil
+	}
+	return err
+}
+
+// Reload re-reads the configuration file. An invalid file leaves the running
+// configuration in place. remote_write settings apply at once; changes to
+// other sections are logged and take effect at the next start.
+func (m *Main) Reload() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cfg := config.Default()
+	if m.ConfigFile != "" {
+		var err error
+		if cfg, err = config.LoadFile(m.ConfigFile); err != nil {
+			m.reloadOK = false
+			m.logger.Error("configuration reload failed, keeping the running configuration", "err", err)
+			return err
+		}
+	}
+	for _, s := range []struct {
+		name     string
+		old, new any
+	}{
+		{"storage", m.cfg.Storage, cfg.Storage},
+		{"query", m.cfg.Query, cfg.Query},
+		{"remote_read", m.cfg.RemoteRead, cfg.RemoteRead},
+	} {
+		if !reflect.DeepEqual(s.old, s.new) {
+			m.logger.Warn("configuration section changed; it takes effect at restart", "section", s.name)
+		}
+	}
+	m.write.SetOptions(writeOptions(cfg))
+	m.cfg.RemoteWrite = cfg.RemoteWrite
+	m.reloadOK, m.reloadedAt = true, time.Now()
+	m.logger.Info("configuration reloaded", "config", m.ConfigFile)
+	return nil
+}
+
+func (m *Main) lastReload() (bool, time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.reloadOK, m.reloadedAt
+}
+
+func writeOptions(cfg config.Config) remotewrite.WriteOptions {
+	rw := cfg.RemoteWrite
+	return remotewrite.WriteOptions{
+		Limits:      remotewrite.Limits{MaxBodyBytes: int(rw.MaxRequestBytes), MaxDecodedBytes: int(rw.MaxDecodedBytes)},
+		MaxInflight: rw.MaxInflightRequests,
+	}
+}

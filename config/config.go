@@ -1,0 +1,204 @@
+// Package config holds meshlens's YAML configuration: its schema, the embedded
+// defaults, strict decoding and validation.
+//
+// Loading follows one path: defaults, then the file decoded on top of them
+// (unknown fields are errors), then Validate. A zero Config is not valid; use
+// Default or Load.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/alecthomas/units"
+	"github.com/prometheus/common/model"
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole meshlens configuration file.
+type Config struct {
+	Storage     StorageConfig     `yaml:"storage"`
+	Query       QueryConfig       `yaml:"query"`
+	RemoteWrite RemoteWriteConfig `yaml:"remote_write"`
+	RemoteRead  RemoteReadConfig  `yaml:"remote_read"`
+}
+
+// StorageConfig configures local storage.
+type StorageConfig struct {
+	TSDB TSDBConfig `yaml:"tsdb"`
+}
+
+// TSDBConfig configures the embedded Prometheus TSDB. Changes need a restart.
+type TSDBConfig struct {
+	// Retention is how long blocks are kept on local disk. 0 keeps them until
+	// RetentionSize is reached.
+	Retention model.Duration `yaml:"retention"`
+	// RetentionSize is the maximum size of blocks (and WAL) on disk; 0 means no
+	// limit.
+	RetentionSize Bytes `yaml:"retention_size"`
+	// OutOfOrderTimeWindow accepts samples older than a series' newest sample by
+	// up to this much. 0 rejects every out-of-order sample, as Prometheus does by
+	// default.
+	OutOfOrderTimeWindow model.Duration `yaml:"out_of_order_time_window"`
+	// MaxExemplars is the size of the in-memory exemplar ring shared by all
+	// series. 0 turns exemplar storage off.
+	MaxExemplars int64 `yaml:"max_exemplars"`
+	// MinBlockDuration is the range of the blocks cut from the head.
+	MinBlockDuration model.Duration `yaml:"min_block_duration"`
+	// MaxBlockDuration is the largest range local compaction produces.
+	MaxBlockDuration model.Duration `yaml:"max_block_duration"`
+	// WALCompression compresses WAL records with snappy.
+	WALCompression bool `yaml:"wal_compression"`
+}
+
+// QueryConfig configures the PromQL engine. Changes need a restart.
+type QueryConfig struct {
+	Timeout        model.Duration `yaml:"timeout"`
+	MaxSamples     int            `yaml:"max_samples"`
+	MaxConcurrency int            `yaml:"max_concurrency"`
+	LookbackDelta  model.Duration `yaml:"lookback_delta"`
+}
+
+// RemoteWriteConfig configures the remote-write receiver. It is reloadable.
+type RemoteWriteConfig struct {
+	// MaxRequestBytes limits the (compressed) request body; larger bodies get 413.
+	MaxRequestBytes Bytes `yaml:"max_request_bytes"`
+	// MaxDecodedBytes limits the snappy-decoded size a body may declare; larger
+	// declarations get 400 before anything of that size is allocated.
+	MaxDecodedBytes Bytes `yaml:"max_decoded_bytes"`
+	// MaxInflightRequests is how many write requests are processed at once;
+	// beyond it requests get 429 with Retry-After.
+	MaxInflightRequests int `yaml:"max_inflight_requests"`
+}
+
+// RemoteReadConfig configures the remote-read endpoint. Changes need a restart.
+type RemoteReadConfig struct {
+	// SampleLimit is the most samples one SAMPLES-type query may return; 0 is no limit.
+	SampleLimit int `yaml:"sample_limit"`
+	// ConcurrentLimit is how many remote-read requests run at once; 0 is no limit.
+	ConcurrentLimit int `yaml:"concurrent_limit"`
+	// MaxBytesInFrame is the largest frame of a STREAMED_XOR_CHUNKS response.
+	MaxBytesInFrame Bytes `yaml:"max_bytes_in_frame"`
+}
+
+// Default returns the embedded defaults meshlens runs on without a file. The
+// values are Prometheus's own defaults wherever Prometheus has the setting.
+func Default() Config {
+	return Config{
+		Storage: StorageConfig{TSDB: TSDBConfig{
+			Retention:        model.Duration(15 * 24 * time.Hour),
+			MaxExemplars:     100000,
+			MinBlockDuration: model.Duration(2 * time.Hour),
+			MaxBlockDuration: model.Duration(36 * time.Hour), // 10% of retention, as Prometheus picks.
+			WALCompression:   true,
+		}},
+		Query: QueryConfig{
+			Timeout:        model.Duration(2 * time.Minute),
+			MaxSamples:     50000000,
+			MaxConcurrency: 20,
+			LookbackDelta:  model.Duration(5 * time.Minute),
+		},
+		RemoteWrite: RemoteWriteConfig{
+			MaxRequestBytes:     32 << 20,
+			MaxDecodedBytes:     32 << 20,
+			MaxInflightRequests: 64,
+		},
+		RemoteRead: RemoteReadConfig{
+			SampleLimit:     50000000,
+			ConcurrentLimit: 10,
+			MaxBytesInFrame: 1 << 20,
+		},
+	}
+}
+
+// LoadFile reads, decodes and validates the file at path. Errors name the file.
+func LoadFile(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config file: %w", err)
+	}
+	cfg, err := Load(b)
+	if err != nil {
+		return Config{}, fmt.Errorf("config file %q: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Load decodes YAML on top of Default and validates the result. An empty
+// document yields the defaults. Unknown fields are errors.
+func Load(b []byte) (Config, error) {
+	cfg := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// Validate reports the first invalid setting, named by its YAML path.
+func (c Config) Validate() error {
+	t := c.Storage.TSDB
+	checks := []struct {
+		ok    bool
+		field string
+		msg   string
+	}{
+		{t.Retention >= 0, "storage.tsdb.retention", "must not be negative"},
+		{t.RetentionSize >= 0, "storage.tsdb.retention_size", "must not be negative"},
+		{t.OutOfOrderTimeWindow >= 0, "storage.tsdb.out_of_order_time_window", "must not be negative"},
+		{t.MaxExemplars >= 0, "storage.tsdb.max_exemplars", "must not be negative"},
+		{t.MinBlockDuration > 0, "storage.tsdb.min_block_duration", "must be positive"},
+		{t.MaxBlockDuration >= t.MinBlockDuration, "storage.tsdb.max_block_duration", "must be at least min_block_duration"},
+		{c.Query.Timeout > 0, "query.timeout", "must be positive"},
+		{c.Query.MaxSamples > 0, "query.max_samples", "must be positive"},
+		{c.Query.MaxConcurrency > 0, "query.max_concurrency", "must be positive"},
+		{c.Query.LookbackDelta > 0, "query.lookback_delta", "must be positive"},
+		{c.RemoteWrite.MaxRequestBytes > 0, "remote_write.max_request_bytes", "must be positive"},
+		{c.RemoteWrite.MaxDecodedBytes > 0, "remote_write.max_decoded_bytes", "must be positive"},
+		{c.RemoteWrite.MaxInflightRequests > 0, "remote_write.max_inflight_requests", "must be positive"},
+		{c.RemoteRead.SampleLimit >= 0, "remote_read.sample_limit", "must not be negative"},
+		{c.RemoteRead.ConcurrentLimit >= 0, "remote_read.concurrent_limit", "must not be negative"},
+		{c.RemoteRead.MaxBytesInFrame > 0, "remote_read.max_bytes_in_frame", "must be positive"},
+	}
+	for _, ch := range checks {
+		if !ch.ok {
+			return fmt.Errorf("%s: %s", ch.field, ch.msg)
+		}
+	}
+	return nil
+}
+
+// Bytes is a size in bytes written in YAML as an integer or with a base-2 unit
+// ("512KiB", "32MiB", "10GiB"; "KB", "MB", "GB" are read as their base-2 units,
+// as Prometheus reads its size flags).
+type Bytes int64
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (b *Bytes) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := units.ParseBase2Bytes(s)
+	if err != nil {
+		var i int64
+		if n.Decode(&i) == nil {
+			*b = Bytes(i)
+			return nil
+		}
+		return fmt.Errorf("line %d: %q is not a size (use e.g. 512MiB or 10GiB)", n.Line, s)
+	}
+	*b = Bytes(v)
+	return nil
+}
+
+// MarshalYAML implements yaml.Marshaler.
+func (b Bytes) MarshalYAML() (any, error) { return units.Base2Bytes(b).String(), nil }

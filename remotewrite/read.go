@@ -1,0 +1,36 @@
+package remotewrite
+
+import (
+	"log/slog"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	promconfig "github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/storage/remote"
+)
+
+// ReadOptions configures remote read. Zero SampleLimit or ConcurrentLimit
+// means no limit; MaxBytesInFrame must be positive.
+type ReadOptions struct {
+	// SampleLimit is the most samples a SAMPLES-type answer may hold.
+	SampleLimit int
+	// ConcurrentLimit is how many remote read requests run at once.
+	ConcurrentLimit int
+	// MaxBytesInFrame bounds each frame of a STREAMED_XOR_CHUNKS answer.
+	MaxBytesInFrame int
+}
+
+// NewReadHandler returns the handler for POST /api/v1/read. It is Prometheus's
+// own remote-read handler, so both response types (SAMPLES and
+// STREAMED_XOR_CHUNKS), content negotiation, limits and errors are exactly
+// Prometheus's. The request body is bounded (32 MiB compressed and decoded)
+// before anything is allocated for it.
+func NewReadHandler(logger *slog.Logger, reg prometheus.Registerer, q storage.SampleAndChunkQueryable, o ReadOptions) http.Handler {
+	noExternalLabels := func() promconfig.Config { return promconfig.Config{} }
+	limit := o.ConcurrentLimit
+	if limit <= 0 {
+		limit = 1 << 30
+	}
+	return remote.NewReadHandler(logger, reg, q, noExternalLabels, o.SampleLimit, limit, o.MaxBytesInFrame)
+}
