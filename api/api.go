@@ -24,6 +24,7 @@ import (
 	promconfig "github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/model/metadata"
 	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/rules"
 	"github.com/prometheus/prometheus/scrape"
 	"github.com/prometheus/prometheus/storage"
@@ -47,9 +48,11 @@ type MetadataLister interface {
 // Options wires the API. Every field is required unless its comment says
 // otherwise.
 type Options struct {
-	Logger   *slog.Logger
-	Storage  Storage
-	Engine   promql.QueryEngine
+	Logger  *slog.Logger
+	Storage Storage
+	Engine  promql.QueryEngine
+	// Parser must be the engine's parser; nil is Prometheus's default parser.
+	Parser   parser.Parser
 	Write    http.Handler // POST /api/v1/write and /api/v1/push
 	Read     http.Handler // POST /api/v1/read
 	Metadata MetadataLister
@@ -129,7 +132,7 @@ func New(o Options) http.Handler {
 		false, false,
 		nil, nil,
 		apiv1.OpenAPIOptions{Version: o.Version},
-		nil, false, o.QueryTimeout,
+		o.Parser, false, o.QueryTimeout,
 	)
 	router := route.New()
 	v1.Register(router)

@@ -61,6 +61,10 @@ type QueryConfig struct {
 	MaxSamples     int            `yaml:"max_samples"`
 	MaxConcurrency int            `yaml:"max_concurrency"`
 	LookbackDelta  model.Duration `yaml:"lookback_delta"`
+	// ExperimentalPromQL turns on what Prometheus puts behind its
+	// promql-experimental-functions, promql-binop-fill-modifiers and
+	// promql-delayed-name-removal feature flags, and unquoted UTF-8 names.
+	ExperimentalPromQL bool `yaml:"experimental_promql"`
 }
 
 // RemoteWriteConfig configures the remote-write receiver. It is reloadable.

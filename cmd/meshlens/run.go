@@ -20,6 +20,7 @@ import (
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/meshlens/meshlens/api"
 	"github.com/meshlens/meshlens/config"
@@ -108,16 +109,7 @@ func (m *Main) Open() (err error) {
 		}
 	}()
 	reg := prometheus.NewRegistry()
-	t := cfg.Storage.TSDB
-	m.db, err = tsdb.Open(filepath.Join(m.DataDir, "tsdb"), tsdb.Options{
-		Retention:        time.Duration(t.Retention),
-		RetentionSize:    int64(t.RetentionSize),
-		OutOfOrderWindow: time.Duration(t.OutOfOrderTimeWindow),
-		MaxExemplars:     t.MaxExemplars,
-		MinBlockDuration: time.Duration(t.MinBlockDuration),
-		MaxBlockDuration: time.Duration(t.MaxBlockDuration),
-		WALCompression:   t.WALCompression,
-	}, tsdbLogger, reg)
+	m.db, err = tsdb.Open(filepath.Join(m.DataDir, "tsdb"), tsdbOptions(cfg.Storage.TSDB), tsdbLogger, reg)
 	if err != nil {
 		return err
 	}
@@ -126,17 +118,7 @@ func (m *Main) Open() (err error) {
 	if err != nil {
 		return fmt.Errorf("query tracker in %s: %w", m.DataDir, err)
 	}
-	m.engine = promql.NewEngine(promql.EngineOpts{
-		Logger:                   m.logger.With("component", "query engine"),
-		Reg:                      reg,
-		MaxSamples:               q.MaxSamples,
-		Timeout:                  time.Duration(q.Timeout),
-		ActiveQueryTracker:       tracker,
-		LookbackDelta:            time.Duration(q.LookbackDelta),
-		NoStepSubqueryIntervalFn: func(int64) int64 { return time.Minute.Milliseconds() },
-		EnableAtModifier:         true,
-		EnableNegativeOffset:     true,
-	})
+	m.engine = newEngine(q, m.logger.With("component", "query engine"), reg, tracker)
 
 	meta := remotewrite.NewMetadataStore()
 	m.write = remotewrite.NewWriteHandler(m.logger.With("component", "remote write"), m.db, meta, writeOptions(cfg))
@@ -159,9 +141,10 @@ func (m *Main) Open() (err error) {
 		Gatherer:      reg,
 		DataDir:       m.DataDir,
 		ListenAddress: m.ln.Addr().String(),
-		Retention:     t.Retention.String(),
+		Retention:     cfg.Storage.TSDB.Retention.String(),
 		LookbackDelta: time.Duration(q.LookbackDelta),
 		QueryTimeout:  time.Duration(q.Timeout),
+		Parser:        newParser(q),
 		Version:       Version,
 		Ready:         func() bool { return true },
 		Reload:        m.Reload,
@@ -295,4 +278,44 @@ func writeOptions(cfg config.Config) remotewrite.WriteOptions {
 		Limits:      remotewrite.Limits{MaxBodyBytes: int(rw.MaxRequestBytes), MaxDecodedBytes: int(rw.MaxDecodedBytes)},
 		MaxInflight: rw.MaxInflightRequests,
 	}
+}
+
+func tsdbOptions(t config.TSDBConfig) tsdb.Options {
+	return tsdb.Options{
+		Retention:        time.Duration(t.Retention),
+		RetentionSize:    int64(t.RetentionSize),
+		OutOfOrderWindow: time.Duration(t.OutOfOrderTimeWindow),
+		MaxExemplars:     t.MaxExemplars,
+		MinBlockDuration: time.Duration(t.MinBlockDuration),
+		MaxBlockDuration: time.Duration(t.MaxBlockDuration),
+		WALCompression:   t.WALCompression,
+	}
+}
+
+// newEngine builds the PromQL engine as Prometheus builds it by default.
+// tracker may be nil (no concurrency limit, no query log).
+func newEngine(q config.QueryConfig, logger *slog.Logger, reg prometheus.Registerer, tracker promql.QueryTracker) *promql.Engine {
+	return promql.NewEngine(promql.EngineOpts{
+		Parser:                   newParser(q),
+		EnableDelayedNameRemoval: q.ExperimentalPromQL,
+		Logger:                   logger,
+		Reg:                      reg,
+		MaxSamples:               q.MaxSamples,
+		Timeout:                  time.Duration(q.Timeout),
+		ActiveQueryTracker:       tracker,
+		LookbackDelta:            time.Duration(q.LookbackDelta),
+		NoStepSubqueryIntervalFn: func(int64) int64 { return time.Minute.Milliseconds() },
+		// Always on in Prometheus since v2.33.
+		EnableAtModifier:     true,
+		EnableNegativeOffset: true,
+	})
+}
+
+// newParser returns the PromQL parser the engine and the API share.
+func newParser(q config.QueryConfig) parser.Parser {
+	return parser.NewParser(parser.Options{
+		EnableExperimentalFunctions: q.ExperimentalPromQL,
+		EnableBinopFillModifiers:    q.ExperimentalPromQL,
+		EnableUnquotedUTF8Names:     q.ExperimentalPromQL,
+	})
 }
