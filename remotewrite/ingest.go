@@ -386,7 +386,11 @@ func (pairs pairsString) String() string {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString(strconv.Quote(p.Name))
+		if model.LegacyValidation.IsValidLabelName(p.Name) {
+			b.WriteString(p.Name)
+		} else {
+			b.WriteString(strconv.Quote(p.Name))
+		}
 		b.WriteByte('=')
 		b.WriteString(strconv.Quote(p.Value))
 	}
