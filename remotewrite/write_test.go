@@ -293,4 +293,3 @@ func TestWriteMethodNotAllowed(t *testing.T) {
 		t.Errorf("GET: %d, want 405", w.Code)
 	}
 }
-
