@@ -36,31 +36,31 @@ type StorageConfig struct {
 type TSDBConfig struct {
 	// Retention is how long blocks are kept on local disk. 0 keeps them until
 	// RetentionSize is reached.
-	Retention model.Duration `yaml:"retention"`
+	Retention Duration `yaml:"retention"`
 	// RetentionSize is the maximum size of blocks (and WAL) on disk; 0 means no
 	// limit.
 	RetentionSize Bytes `yaml:"retention_size"`
 	// OutOfOrderTimeWindow accepts samples older than a series' newest sample by
 	// up to this much. 0 rejects every out-of-order sample, as Prometheus does by
 	// default.
-	OutOfOrderTimeWindow model.Duration `yaml:"out_of_order_time_window"`
+	OutOfOrderTimeWindow Duration `yaml:"out_of_order_time_window"`
 	// MaxExemplars is the size of the in-memory exemplar ring shared by all
 	// series. 0 turns exemplar storage off.
 	MaxExemplars int64 `yaml:"max_exemplars"`
 	// MinBlockDuration is the range of the blocks cut from the head.
-	MinBlockDuration model.Duration `yaml:"min_block_duration"`
+	MinBlockDuration Duration `yaml:"min_block_duration"`
 	// MaxBlockDuration is the largest range local compaction produces.
-	MaxBlockDuration model.Duration `yaml:"max_block_duration"`
+	MaxBlockDuration Duration `yaml:"max_block_duration"`
 	// WALCompression compresses WAL records with snappy.
 	WALCompression bool `yaml:"wal_compression"`
 }
 
 // QueryConfig configures the PromQL engine. Changes need a restart.
 type QueryConfig struct {
-	Timeout        model.Duration `yaml:"timeout"`
-	MaxSamples     int            `yaml:"max_samples"`
-	MaxConcurrency int            `yaml:"max_concurrency"`
-	LookbackDelta  model.Duration `yaml:"lookback_delta"`
+	Timeout        Duration `yaml:"timeout"`
+	MaxSamples     int      `yaml:"max_samples"`
+	MaxConcurrency int      `yaml:"max_concurrency"`
+	LookbackDelta  Duration `yaml:"lookback_delta"`
 	// ExperimentalPromQL turns on what Prometheus puts behind its
 	// promql-experimental-functions, promql-binop-fill-modifiers and
 	// promql-delayed-name-removal feature flags, and unquoted UTF-8 names.
@@ -94,17 +94,17 @@ type RemoteReadConfig struct {
 func Default() Config {
 	return Config{
 		Storage: StorageConfig{TSDB: TSDBConfig{
-			Retention:        model.Duration(15 * 24 * time.Hour),
+			Retention:        Duration(15 * 24 * time.Hour),
 			MaxExemplars:     100000,
-			MinBlockDuration: model.Duration(2 * time.Hour),
-			MaxBlockDuration: model.Duration(36 * time.Hour), // 10% of retention, as Prometheus picks.
+			MinBlockDuration: Duration(2 * time.Hour),
+			MaxBlockDuration: Duration(36 * time.Hour), // 10% of retention, as Prometheus picks.
 			WALCompression:   true,
 		}},
 		Query: QueryConfig{
-			Timeout:        model.Duration(2 * time.Minute),
+			Timeout:        Duration(2 * time.Minute),
 			MaxSamples:     50000000,
 			MaxConcurrency: 20,
-			LookbackDelta:  model.Duration(5 * time.Minute),
+			LookbackDelta:  Duration(5 * time.Minute),
 		},
 		RemoteWrite: RemoteWriteConfig{
 			MaxRequestBytes:     32 << 20,
@@ -179,6 +179,30 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// Duration is a span of time written as Prometheus writes durations
+// ("30s", "5m", "2h", "15d", "1w").
+type Duration time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := model.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (use e.g. 30s, 2h or 15d)", n.Line, s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML implements yaml.Marshaler.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// String formats d as Prometheus does.
+func (d Duration) String() string { return model.Duration(d).String() }
 
 // Bytes is a size in bytes written in YAML as an integer or with a base-2 unit
 // ("512KiB", "32MiB", "10GiB"; "KB", "MB", "GB" are read as their base-2 units,

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/promql/promqltest"
 	"github.com/prometheus/prometheus/storage"
 
@@ -31,8 +30,8 @@ func TestPromQLBuiltin(t *testing.T) {
 	// The scripts load days of data at once, as Prometheus's test storage
 	// allows: one-day blocks and no retention.
 	cfg.Storage.TSDB.Retention = 0
-	cfg.Storage.TSDB.MinBlockDuration = model.Duration(24 * time.Hour)
-	cfg.Storage.TSDB.MaxBlockDuration = model.Duration(24 * time.Hour)
+	cfg.Storage.TSDB.MinBlockDuration = config.Duration(24 * time.Hour)
+	cfg.Storage.TSDB.MaxBlockDuration = config.Duration(24 * time.Hour)
 
 	engine := newEngine(cfg.Query, slog.New(slog.DiscardHandler), nil, nil)
 	t.Cleanup(func() { engine.Close() })
