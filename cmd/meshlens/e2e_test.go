@@ -278,3 +278,11 @@ func mustURL(t *testing.T, s string) *config_util.URL {
 	}
 	return &config_util.URL{URL: u}
 }
+
+func v1BodyFor(t *testing.T, ts ...prompb.TimeSeries) []byte {
+	b, err := (&prompb.WriteRequest{Timeseries: ts}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snappy.Encode(nil, b)
+}
