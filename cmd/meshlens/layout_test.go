@@ -2,6 +2,7 @@ package main
 
 import (
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -39,7 +40,7 @@ func TestPackageLayout(t *testing.T) {
 				t.Errorf("%s imports %s: only cmd may import tsdb and config", pkg, d)
 			}
 			for _, c := range components {
-				if dtop == c && !contains(allowed[top], c) {
+				if dtop == c && !slices.Contains(allowed[top], c) {
 					t.Errorf("%s imports sibling %s", pkg, d)
 				}
 			}
@@ -47,11 +48,3 @@ func TestPackageLayout(t *testing.T) {
 	}
 }
 
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
