@@ -47,4 +47,3 @@ func TestPackageLayout(t *testing.T) {
 		}
 	}
 }
-
