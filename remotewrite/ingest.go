@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -137,7 +138,7 @@ func (in *ingester) rollback() { _ = in.app.Rollback() }
 
 // ingestV1 appends a remote write 1.0 request. It returns an error only for a
 // storage failure; rejected data is counted in in.stats.
-func (in *ingester) ingestV1(req *prompb.WriteRequest) error {
+func (in *ingester) ingestV1(req *WriteRequestV1) error {
 	for i := range req.Timeseries {
 		ts := &req.Timeseries[i]
 		ls, err := in.labels(ts.Labels)
@@ -344,6 +345,12 @@ func (in *ingester) labels(pairs []prompb.Label) (labels.Labels, error) {
 		if p.Name == model.MetricNameLabel {
 			hasName = true
 		}
+		if labelsAlias {
+			// The strings may alias a pooled request body (1.0) and
+			// storage keeps these labels: they must own their memory.
+			in.builder.Add(strings.Clone(p.Name), strings.Clone(p.Value))
+			continue
+		}
 		in.builder.Add(p.Name, p.Value)
 	}
 	if !hasName {
@@ -351,6 +358,11 @@ func (in *ingester) labels(pairs []prompb.Label) (labels.Labels, error) {
 	}
 	return in.builder.Labels(), nil
 }
+
+// labelsAlias is true when labels.Labels keeps the strings it is built from
+// (the slicelabels build) rather than copying them into one new string (the
+// default stringlabels build, whose ScratchBuilder.Labels allocates).
+var labelsAlias = reflect.TypeFor[labels.Labels]().Kind() == reflect.Slice
 
 // resolveRefs turns 2.0 label references into name/value pairs.
 func resolveRefs(dst []prompb.Label, refs []uint32, syms []string) ([]prompb.Label, error) {

@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 
 	remoteapi "github.com/prometheus/client_golang/exp/api/remote"
-	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"github.com/prometheus/prometheus/storage"
 )
@@ -26,6 +25,13 @@ const (
 	reasonUnsupported  = "unsupported_media_type"
 	reasonThrottled    = "throttled"
 )
+
+// v1Request is a pooled remote write 1.0 request with the buffers its
+// strings alias.
+type v1Request struct {
+	req              WriteRequestV1
+	body, compressed []byte
+}
 
 // WriteOptions configures the write handler. All fields must be positive.
 type WriteOptions struct {
@@ -45,7 +51,7 @@ type WriteHandler struct {
 	opts     atomic.Pointer[WriteOptions]
 	inflight atomic.Int64
 
-	reqV1 sync.Pool // *prompb.WriteRequest
+	reqV1 sync.Pool // *v1Request
 	reqV2 sync.Pool // *writev2.Request
 }
 
@@ -114,14 +120,15 @@ func (h *WriteHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	default:
 		protocol = "1.0"
-		req, _ := h.reqV1.Get().(*prompb.WriteRequest)
-		if req == nil {
-			req = &prompb.WriteRequest{}
+		v1, _ := h.reqV1.Get().(*v1Request)
+		if v1 == nil {
+			v1 = &v1Request{}
 		}
-		defer h.reqV1.Put(req)
-		req.Reset()
-		if err = Decode(r.Body, opts.Limits, req); err == nil {
-			stats, err = h.ingest(r, func(in *ingester) error { return in.ingestV1(req) })
+		// The request's label strings alias v1.body: it goes back to the
+		// pool only once ingestion no longer uses them.
+		defer h.reqV1.Put(v1)
+		if err = DecodeV1(r.Body, opts.Limits, &v1.req, &v1.body, &v1.compressed); err == nil {
+			stats, err = h.ingest(r, func(in *ingester) error { return in.ingestV1(&v1.req) })
 		}
 	}
 	bytesCounter(protocol).Add(int(max(r.ContentLength, 0)))
