@@ -4,7 +4,7 @@
 // receiver RSS per active series — for meshlens and, in the same run on the
 // same machine, for Prometheus's own receiver.
 //
-//	go run ./scripts/bench-ingest [-series 100000] [-duration 60s] [-protocol 1.0]
+//	go run ./scripts/bench-ingest [-series 100000] [-duration 60s] [-protocol 1.0] [-rate 0]
 package main
 
 import (
@@ -43,6 +43,7 @@ func main() {
 	perRequest := flag.Int("samples-per-request", 2000, "samples per request")
 	concurrency := flag.Int("concurrency", 2, "requests in flight")
 	only := flag.String("only", "", "run only this receiver (meshlens or prometheus)")
+	rate := flag.Float64("rate", 0, "samples/s to send (0: as fast as each receiver accepts); a fixed rate compares memory at equal load")
 	flag.Parse()
 
 	dir, err := os.MkdirTemp("", "bench-ingest")
@@ -91,7 +92,8 @@ func main() {
 		fmt.Fprintf(os.Stderr, "== %s: %d series, %s, protocol %s\n", rc.name, *series, *duration, *protocol)
 		load := exec.Command(meshsim, "load", "--url=http://"+addr+rc.path, "--series="+strconv.Itoa(*series),
 			"--samples-per-request="+strconv.Itoa(*perRequest), "--protocol="+*protocol,
-			"--concurrency="+strconv.Itoa(*concurrency), "--duration="+duration.String(), "--json")
+			"--concurrency="+strconv.Itoa(*concurrency), "--duration="+duration.String(), "--json",
+			"--rate="+strconv.FormatFloat(*rate, 'f', -1, 64))
 		var out bytes.Buffer
 		load.Stdout, load.Stderr = &out, os.Stderr
 		check(load.Run())
