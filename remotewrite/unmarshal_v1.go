@@ -117,11 +117,7 @@ func (m *WriteRequestV1) Unmarshal(b []byte) error {
 			if f.typ != wireBytes {
 				return wireTypeError("WriteRequest.metadata", &f, wireBytes)
 			}
-			if len(m.Metadata) < cap(m.Metadata) {
-				m.Metadata = m.Metadata[:len(m.Metadata)+1]
-			} else {
-				m.Metadata = append(m.Metadata, prompb.MetricMetadata{})
-			}
+			m.Metadata = grow(m.Metadata)
 			md := &m.Metadata[len(m.Metadata)-1]
 			*md = prompb.MetricMetadata{}
 			if err := md.Unmarshal(f.data); err != nil {
@@ -135,11 +131,7 @@ func (m *WriteRequestV1) Unmarshal(b []byte) error {
 // nextSeries extends m.Timeseries by one empty series, reusing the slot and
 // its slices' capacity when there is one.
 func (m *WriteRequestV1) nextSeries() *TimeSeriesV1 {
-	if len(m.Timeseries) < cap(m.Timeseries) {
-		m.Timeseries = m.Timeseries[:len(m.Timeseries)+1]
-	} else {
-		m.Timeseries = append(m.Timeseries, TimeSeriesV1{})
-	}
+	m.Timeseries = grow(m.Timeseries)
 	ts := &m.Timeseries[len(m.Timeseries)-1]
 	ts.Labels = ts.Labels[:0]
 	ts.Samples = ts.Samples[:0]
@@ -168,11 +160,7 @@ func (ts *TimeSeriesV1) unmarshal(b []byte) error {
 			if f.typ != wireBytes {
 				return wireTypeError("TimeSeries.labels", &f, wireBytes)
 			}
-			if len(ts.Labels) < cap(ts.Labels) {
-				ts.Labels = ts.Labels[:len(ts.Labels)+1]
-			} else {
-				ts.Labels = append(ts.Labels, prompb.Label{})
-			}
+			ts.Labels = grow(ts.Labels)
 			l := &ts.Labels[len(ts.Labels)-1]
 			if err := unmarshalLabel(l, f.data); err != nil {
 				return fmt.Errorf("label %d: %w", len(ts.Labels)-1, err)
@@ -181,11 +169,7 @@ func (ts *TimeSeriesV1) unmarshal(b []byte) error {
 			if f.typ != wireBytes {
 				return wireTypeError("TimeSeries.samples", &f, wireBytes)
 			}
-			if len(ts.Samples) < cap(ts.Samples) {
-				ts.Samples = ts.Samples[:len(ts.Samples)+1]
-			} else {
-				ts.Samples = append(ts.Samples, prompb.Sample{})
-			}
+			ts.Samples = grow(ts.Samples)
 			s := &ts.Samples[len(ts.Samples)-1]
 			if err := unmarshalSample(s, f.data); err != nil {
 				return fmt.Errorf("sample %d: %w", len(ts.Samples)-1, err)
@@ -194,11 +178,7 @@ func (ts *TimeSeriesV1) unmarshal(b []byte) error {
 			if f.typ != wireBytes {
 				return wireTypeError("TimeSeries.exemplars", &f, wireBytes)
 			}
-			if len(ts.Exemplars) < cap(ts.Exemplars) {
-				ts.Exemplars = ts.Exemplars[:len(ts.Exemplars)+1]
-			} else {
-				ts.Exemplars = append(ts.Exemplars, prompb.Exemplar{})
-			}
+			ts.Exemplars = grow(ts.Exemplars)
 			e := &ts.Exemplars[len(ts.Exemplars)-1]
 			*e = prompb.Exemplar{}
 			if err := e.Unmarshal(f.data); err != nil {
@@ -208,11 +188,7 @@ func (ts *TimeSeriesV1) unmarshal(b []byte) error {
 			if f.typ != wireBytes {
 				return wireTypeError("TimeSeries.histograms", &f, wireBytes)
 			}
-			if len(ts.Histograms) < cap(ts.Histograms) {
-				ts.Histograms = ts.Histograms[:len(ts.Histograms)+1]
-			} else {
-				ts.Histograms = append(ts.Histograms, prompb.Histogram{})
-			}
+			ts.Histograms = grow(ts.Histograms)
 			h := &ts.Histograms[len(ts.Histograms)-1]
 			*h = prompb.Histogram{}
 			if err := h.Unmarshal(f.data); err != nil {
@@ -423,4 +399,14 @@ func DecodeV1(r io.Reader, lim Limits, m *WriteRequestV1, buf *[]byte, compresse
 		return fmt.Errorf("decode protobuf (%d bytes): %w", len(data), err)
 	}
 	return nil
+}
+
+// grow extends s by one element, reusing its capacity when it can. The new
+// element keeps whatever an earlier use left there; callers overwrite it.
+func grow[T any](s []T) []T {
+	if len(s) < cap(s) {
+		return s[:len(s)+1]
+	}
+	var zero T
+	return append(s, zero)
 }
