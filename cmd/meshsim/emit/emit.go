@@ -135,18 +135,6 @@ func (w *Writer) labels(r sim.Ref, replica int) labels.Labels {
 	return (*c)[r]
 }
 
-func rwType(t sim.MetricType) uint8 {
-	switch t {
-	case sim.Counter:
-		return rw.TypeCounter
-	case sim.Gauge:
-		return rw.TypeGauge
-	case sim.Histogram:
-		return rw.TypeHistogram
-	}
-	return rw.TypeUnknown
-}
-
 // Write sends one step and returns when every request of it has been
 // accepted, dropped (4xx) or ctx has ended.
 func (w *Writer) Write(ctx context.Context, b *sim.Batch) error {
@@ -209,7 +197,7 @@ func (w *Writer) sendShard(ctx context.Context, bld *rw.Builder, samples []sim.S
 				e = rw.Exemplar{Labels: labels.FromStrings("span_id", x.SpanID.String(), "trace_id", x.TraceID.String()), V: x.V, T: x.T}
 				ep = &e
 			}
-			bld.Add(w.labels(smp.Ref, rep), rwType(w.sim.Type(smp.Ref)), smp.T, smp.V, ep)
+			bld.Add(w.labels(smp.Ref, rep), w.sim.Type(smp.Ref).RemoteWriteType(), smp.T, smp.V, ep)
 		}
 		samples = samples[n:]
 		_, err := w.api.Write(ctx, msgType, bld, remote.WithWriteRetryCallback(func(error) { w.Stats.Retries.Add(1) }))

@@ -127,20 +127,8 @@ func tryDataset(opts DatasetOptions, services int, keep func(string) bool) (*Dat
 	for i, r := range refs {
 		d.Labels[i] = s.Labels(r)
 		d.Start[i] = first[r]
-		types[i] = metricType(s.Type(r))
+		types[i] = s.Type(r).RemoteWriteType()
 	}
 	d.Set = rw.NewSeriesSet(d.Labels, types)
 	return d, len(refs), nil
-}
-
-func metricType(t sim.MetricType) uint8 {
-	switch t {
-	case sim.Counter:
-		return rw.TypeCounter
-	case sim.Gauge:
-		return rw.TypeGauge
-	case sim.Histogram:
-		return rw.TypeHistogram
-	}
-	return rw.TypeUnknown
 }

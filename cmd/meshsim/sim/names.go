@@ -3,6 +3,8 @@ package sim
 import (
 	"strconv"
 	"strings"
+
+	"github.com/meshlens/meshlens/cmd/meshsim/rw"
 )
 
 // DurationBuckets are Envoy's default histogram buckets, which Istio uses
@@ -207,4 +209,17 @@ func (t MetricType) String() string {
 		return "histogram"
 	}
 	return "unknown"
+}
+
+// RemoteWriteType is t as the remote-write encoder numbers metric types.
+func (t MetricType) RemoteWriteType() uint8 {
+	switch t {
+	case Counter:
+		return rw.TypeCounter
+	case Gauge:
+		return rw.TypeGauge
+	case Histogram:
+		return rw.TypeHistogram
+	}
+	return rw.TypeUnknown
 }
