@@ -12,16 +12,28 @@ var (
 	writeRequestsInflight = metrics.NewCounter(`meshlens_remote_write_requests_inflight`)
 )
 
-// receivedCounter counts what was written, by protocol and kind (sample,
-// histogram, exemplar).
-func receivedCounter(protocol, kind string) *metrics.Counter {
-	return metrics.GetOrCreateCounter(fmt.Sprintf(`meshlens_remote_write_received_total{protocol=%q,kind=%q}`, protocol, kind))
+// protocolCounters are the per-protocol counters of what was written and
+// of the bytes received (compressed), created once rather than per request.
+type protocolCounters struct {
+	samples, histograms, exemplars, bytes *metrics.Counter
 }
 
-// bytesCounter counts request bytes by protocol, compressed as received.
-func bytesCounter(protocol string) *metrics.Counter {
-	return metrics.GetOrCreateCounter(fmt.Sprintf(`meshlens_remote_write_received_bytes_total{protocol=%q}`, protocol))
+func newProtocolCounters(protocol string) *protocolCounters {
+	kind := func(k string) *metrics.Counter {
+		return metrics.NewCounter(fmt.Sprintf(`meshlens_remote_write_received_total{protocol=%q,kind=%q}`, protocol, k))
+	}
+	return &protocolCounters{
+		samples:    kind("sample"),
+		histograms: kind("histogram"),
+		exemplars:  kind("exemplar"),
+		bytes:      metrics.NewCounter(fmt.Sprintf(`meshlens_remote_write_received_bytes_total{protocol=%q}`, protocol)),
+	}
 }
+
+var (
+	countersV1 = newProtocolCounters("1.0")
+	countersV2 = newProtocolCounters("2.0")
+)
 
 var rejectedCounters sync.Map // reason -> *metrics.Counter
 

@@ -104,11 +104,12 @@ func (h *WriteHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	var (
 		protocol string
+		counters = countersV1
 		stats    Stats
 	)
 	switch msgType {
 	case remoteapi.WriteV2MessageType:
-		protocol = "2.0"
+		protocol, counters = "2.0", countersV2
 		req, _ := h.reqV2.Get().(*writev2.Request)
 		if req == nil {
 			req = &writev2.Request{}
@@ -131,8 +132,8 @@ func (h *WriteHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			stats, err = h.ingest(r, func(in *ingester) error { return in.ingestV1(&v1.req) })
 		}
 	}
-	bytesCounter(protocol).Add(int(max(r.ContentLength, 0)))
-	h.count(protocol, &stats)
+	counters.bytes.Add(int(max(r.ContentLength, 0)))
+	counters.count(&stats)
 
 	if msgType == remoteapi.WriteV2MessageType {
 		w.Header().Set("X-Prometheus-Remote-Write-Samples-Written", strconv.Itoa(stats.Samples))
@@ -172,16 +173,11 @@ func (h *WriteHandler) ingest(r *http.Request, fn func(*ingester) error) (Stats,
 	return in.stats, nil
 }
 
-func (h *WriteHandler) count(protocol string, s *Stats) {
-	if s.Samples > 0 {
-		receivedCounter(protocol, "sample").Add(s.Samples)
-	}
-	if s.Histograms > 0 {
-		receivedCounter(protocol, "histogram").Add(s.Histograms)
-	}
-	if s.Exemplars > 0 {
-		receivedCounter(protocol, "exemplar").Add(s.Exemplars)
-	}
+// count adds one request's outcome to the self-metrics.
+func (c *protocolCounters) count(s *Stats) {
+	c.samples.Add(s.Samples)
+	c.histograms.Add(s.Histograms)
+	c.exemplars.Add(s.Exemplars)
 	for reason, n := range s.Rejected {
 		rejectedCounter(reason).Add(n)
 	}
