@@ -11,20 +11,93 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
+	"path/filepath"
+	"regexp"
 	"time"
 
 	"github.com/alecthomas/units"
 	"github.com/prometheus/common/model"
+	promconfig "github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/model/labels"
 	"go.yaml.in/yaml/v3"
 )
 
 // Config is the whole meshlens configuration file.
 type Config struct {
+	Global      GlobalConfig      `yaml:"global"`
 	Storage     StorageConfig     `yaml:"storage"`
 	Query       QueryConfig       `yaml:"query"`
 	RemoteWrite RemoteWriteConfig `yaml:"remote_write"`
 	RemoteRead  RemoteReadConfig  `yaml:"remote_read"`
+	Rules       RulesConfig       `yaml:"rules"`
+	// Alerting is Prometheus's own alerting section: alertmanagers (static_configs,
+	// file_sd_configs, dns_sd_configs, scheme, path_prefix, timeout, api_version,
+	// TLS and auth) and alert_relabel_configs. It is reloadable.
+	Alerting promconfig.AlertingConfig `yaml:"alerting"`
+}
+
+// GlobalConfig holds settings shared by several components. It is reloadable.
+type GlobalConfig struct {
+	// ExternalLabels are added to alerts sent to Alertmanager.
+	ExternalLabels map[string]string `yaml:"external_labels"`
+	// ExternalURL is the URL under which users reach meshlens; alerts link to
+	// it (generatorURL). Empty means http://<listen address>.
+	ExternalURL string `yaml:"external_url"`
+}
+
+// RulesConfig configures rule evaluation. It is reloadable.
+type RulesConfig struct {
+	// EvaluationInterval is how often rule groups are evaluated unless a group
+	// sets its own interval.
+	EvaluationInterval Duration `yaml:"evaluation_interval"`
+	// QueryOffset evaluates rules this far in the past, so that samples still
+	// in flight from remote-writing Prometheus servers are seen; 0 evaluates at
+	// the present, as Prometheus does by default.
+	QueryOffset Duration `yaml:"query_offset"`
+	// Files are Prometheus rule files; each entry may be a glob.
+	Files []string `yaml:"files"`
+	// Packs configures the built-in mesh rule packs by name. Every pack is on
+	// unless it is listed with enabled: false.
+	Packs map[string]PackConfig `yaml:"packs"`
+	// DisabledGroups names rule groups (of packs or files) that are not
+	// evaluated.
+	DisabledGroups []string `yaml:"disabled_groups"`
+	// OutageTolerance is how long meshlens may be down and still restore the
+	// `for` state of alerts from ALERTS_FOR_STATE at start.
+	OutageTolerance Duration `yaml:"outage_tolerance"`
+	// ForGracePeriod is the least time an alert with `for` waits after a
+	// restore before it fires.
+	ForGracePeriod Duration `yaml:"for_grace_period"`
+	// ResendDelay is how often firing alerts are re-sent to Alertmanager.
+	ResendDelay Duration `yaml:"resend_delay"`
+}
+
+// PackConfig configures one built-in rule pack.
+type PackConfig struct {
+	// Enabled turns the pack off when false; absent means on.
+	Enabled *bool `yaml:"enabled"`
+	// Params override the pack's default parameters (thresholds, windows, for).
+	Params map[string]string `yaml:"params"`
+	// Overrides evaluate the pack's alerting rules with other parameters for
+	// the series one matcher selects (for example one destination service);
+	// the default rules then skip those series.
+	Overrides []PackOverride `yaml:"overrides"`
+}
+
+// PackOverride sets parameters for the series whose Label matches the
+// regular expression Matches.
+type PackOverride struct {
+	Label   string            `yaml:"label"`
+	Matches string            `yaml:"matches"`
+	Params  map[string]string `yaml:"params"`
+}
+
+// PackEnabled reports whether the named pack is on.
+func (c RulesConfig) PackEnabled(name string) bool {
+	p, ok := c.Packs[name]
+	return !ok || p.Enabled == nil || *p.Enabled
 }
 
 // StorageConfig configures local storage.
@@ -116,6 +189,12 @@ func Default() Config {
 			ConcurrentLimit: 10,
 			MaxBytesInFrame: 1 << 20,
 		},
+		Rules: RulesConfig{
+			EvaluationInterval: Duration(30 * time.Second),
+			OutageTolerance:    Duration(time.Hour),
+			ForGracePeriod:     Duration(10 * time.Minute),
+			ResendDelay:        Duration(time.Minute),
+		},
 	}
 }
 
@@ -171,13 +250,49 @@ func (c Config) Validate() error {
 		{c.RemoteRead.SampleLimit >= 0, "remote_read.sample_limit", "must not be negative"},
 		{c.RemoteRead.ConcurrentLimit >= 0, "remote_read.concurrent_limit", "must not be negative"},
 		{c.RemoteRead.MaxBytesInFrame > 0, "remote_read.max_bytes_in_frame", "must be positive"},
+		{c.Rules.EvaluationInterval > 0, "rules.evaluation_interval", "must be positive"},
+		{c.Rules.QueryOffset >= 0, "rules.query_offset", "must not be negative"},
+		{c.Rules.OutageTolerance >= 0, "rules.outage_tolerance", "must not be negative"},
+		{c.Rules.ForGracePeriod >= 0, "rules.for_grace_period", "must not be negative"},
+		{c.Rules.ResendDelay > 0, "rules.resend_delay", "must be positive"},
 	}
 	for _, ch := range checks {
 		if !ch.ok {
 			return fmt.Errorf("%s: %s", ch.field, ch.msg)
 		}
 	}
+	for name := range c.Global.ExternalLabels {
+		if !model.UTF8Validation.IsValidLabelName(name) || name == labels.MetricName {
+			return fmt.Errorf("global.external_labels: invalid label name %q", name)
+		}
+	}
+	if c.Global.ExternalURL != "" {
+		if u, err := url.Parse(c.Global.ExternalURL); err != nil || u.Scheme == "" || u.Host == "" {
+			return fmt.Errorf("global.external_url: %q is not an absolute URL", c.Global.ExternalURL)
+		}
+	}
+	for _, f := range c.Rules.Files {
+		if _, err := filepath.Match(f, ""); err != nil {
+			return fmt.Errorf("rules.files: %q: %w", f, err)
+		}
+	}
+	for name, p := range c.Rules.Packs {
+		for i, o := range p.Overrides {
+			path := fmt.Sprintf("rules.packs.%s.overrides[%d]", name, i)
+			if !model.UTF8Validation.IsValidLabelName(o.Label) {
+				return fmt.Errorf("%s.label: invalid label name %q", path, o.Label)
+			}
+			if _, err := regexp.Compile("^(?:" + o.Matches + ")$"); err != nil || o.Matches == "" {
+				return fmt.Errorf("%s.matches: want a non-empty regular expression: %q", path, o.Matches)
+			}
+		}
+	}
 	return nil
+}
+
+// ExternalLabels returns Global.ExternalLabels as sorted labels.
+func (c Config) ExternalLabels() labels.Labels {
+	return labels.FromMap(c.Global.ExternalLabels)
 }
 
 // Duration is a span of time written as Prometheus writes durations
