@@ -146,7 +146,9 @@ func (in *ingester) ingestV1(req *WriteRequestV1) error {
 			in.stats.invalid(reasonInvalidSeries, len(ts.Samples)+len(ts.Histograms), "series %s: %v", pairsString(ts.Labels), err)
 			continue
 		}
-		if len(ts.Samples)+len(ts.Histograms) == 0 {
+		// Prometheus sends each exemplar in a series entry of its own,
+		// without samples.
+		if len(ts.Samples)+len(ts.Histograms)+len(ts.Exemplars) == 0 {
 			in.stats.invalid(reasonSeriesWithoutData, 1, "series %s has no samples", pairsString(ts.Labels))
 			continue
 		}
@@ -206,7 +208,7 @@ func (in *ingester) ingestV2(req *writev2.Request) error {
 			in.stats.invalid(reasonInvalidSeries, len(ts.Samples)+len(ts.Histograms), "series %s: %v", pairsString(pairs), err)
 			continue
 		}
-		if len(ts.Samples)+len(ts.Histograms) == 0 {
+		if len(ts.Samples)+len(ts.Histograms)+len(ts.Exemplars) == 0 && ts.Metadata.Type == writev2.Metadata_METRIC_TYPE_UNSPECIFIED {
 			in.stats.invalid(reasonSeriesWithoutData, 1, "series %s has no samples", pairsString(pairs))
 			continue
 		}
@@ -293,11 +295,11 @@ func (in *ingester) append(ref storage.SeriesRef, ls labels.Labels, st, t int64,
 
 // appendExemplars appends in.exemplars to the series; exemplars that cannot be
 // stored are counted, never failing the request (as in Prometheus).
+//
+// ref is 0 when the request carries the exemplars apart from the series'
+// samples; the storage then finds the series by its labels, and rejects the
+// exemplars when it has no such series.
 func (in *ingester) appendExemplars(ref storage.SeriesRef, ls labels.Labels) {
-	if ref == 0 {
-		in.stats.reject(reasonExemplarRejected, len(in.exemplars))
-		return
-	}
 	slices.SortFunc(in.exemplars, exemplar.Compare)
 	_, err := in.app.AppendExemplars(ref, ls, in.exemplars)
 	failed := 0

@@ -293,3 +293,43 @@ func TestWriteMethodNotAllowed(t *testing.T) {
 		t.Errorf("GET: %d, want 405", w.Code)
 	}
 }
+
+// TestExemplarsInTheirOwnSeriesEntry sends what Prometheus's remote-write
+// queue sends: a series' samples in one entry and its exemplars in another
+// entry with the same labels and no samples. Both are stored.
+func TestExemplarsInTheirOwnSeriesEntry(t *testing.T) {
+	opts := promtsdb.DefaultOptions()
+	opts.EnableExemplarStorage, opts.MaxExemplars = true, 100
+	db, err := promtsdb.Open(t.TempDir(), slog.New(slog.DiscardHandler), nil, opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	h := NewWriteHandler(slog.New(slog.DiscardHandler), db, NewMetadataStore(), testLimits)
+	now := time.Now().UnixMilli()
+	withSamples := series(3, []int64{now}, "__name__", "latency_bucket", "le", "100")
+	exemplarOnly := prompb.TimeSeries{
+		Labels:    withSamples.Labels,
+		Exemplars: []prompb.Exemplar{{Labels: []prompb.Label{{Name: "trace_id", Value: "4bf92f3577b34da6a3ce929d0e0e4736"}}, Value: 87, Timestamp: now}},
+	}
+	orphan := series(0, nil, "__name__", "never_sampled")
+	orphan.Exemplars = exemplarOnly.Exemplars
+
+	if w := post(h, ctV1, "", v1Body(t, withSamples, exemplarOnly, orphan)); w.Code != http.StatusNoContent {
+		t.Fatalf("status %d %s, want 204", w.Code, w.Body)
+	}
+	if got := samples(t, db, "latency_bucket"); len(got) != 1 || got[0] != 3 {
+		t.Errorf("samples = %v, want [3]", got)
+	}
+	eq, err := db.ExemplarQuerier(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := eq.Select(0, now+1, []*labels.Matcher{labels.MustNewMatcher(labels.MatchRegexp, "__name__", ".+")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 1 || res[0].SeriesLabels.Get("__name__") != "latency_bucket" || len(res[0].Exemplars) != 1 || res[0].Exemplars[0].Value != 87 {
+		t.Errorf("exemplars = %+v, want the one of latency_bucket (none for a series without samples)", res)
+	}
+}
