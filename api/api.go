@@ -77,6 +77,9 @@ type Options struct {
 	// Rules lists rule groups for /api/v1/rules and /api/v1/alerts; nil
 	// means no rules are loaded.
 	Rules func(context.Context) apiv1.RulesRetriever
+	// Alertmanagers lists where alerts go for /api/v1/alertmanagers; nil
+	// means none.
+	Alertmanagers func(context.Context) apiv1.AlertmanagerRetriever
 }
 
 // New returns the root handler.
@@ -85,6 +88,10 @@ func New(o Options) http.Handler {
 	rules := o.Rules
 	if rules == nil {
 		rules = func(context.Context) apiv1.RulesRetriever { return noRules{} }
+	}
+	ams := o.Alertmanagers
+	if ams == nil {
+		ams = func(context.Context) apiv1.AlertmanagerRetriever { return noAlertmanagers{} }
 	}
 	host, _ := os.Hostname()
 	runtimeInfo := func() (apiv1.RuntimeInfo, error) {
@@ -107,7 +114,7 @@ func New(o Options) http.Handler {
 		o.Engine, o.Storage, nil, o.Storage,
 		func(context.Context) apiv1.ScrapePoolsRetriever { return noTargets{} },
 		func(context.Context) apiv1.TargetRetriever { return noTargets{} },
-		func(context.Context) apiv1.AlertmanagerRetriever { return noAlertmanagers{} },
+		ams,
 		func() promconfig.Config { return promconfig.DefaultConfig },
 		nil, // flags: /api/v1/status/flags answers 404 (see below)
 		apiv1.GlobalURLOptions{ListenAddress: o.ListenAddress, Host: o.ListenAddress, Scheme: "http"},
@@ -139,6 +146,7 @@ func New(o Options) http.Handler {
 
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/", http.StripPrefix("/api/v1", router))
+	mux.Handle("GET /api/v1/rules", ruleFilterSpellings(http.StripPrefix("/api/v1", router)))
 	mux.Handle("/api/v1/write", o.Write)
 	mux.Handle("/api/v1/push", o.Write)
 	mux.Handle("/api/v1/read", o.Read)
@@ -297,3 +305,25 @@ func (noAlertmanagers) Alertmanagers() []*url.URL        { return nil }
 func (noAlertmanagers) DroppedAlertmanagers() []*url.URL { return nil }
 func (noRules) RuleGroups() []*rules.Group               { return nil }
 func (noRules) AlertingRules() []*rules.AlertingRule     { return nil }
+
+// ruleFilterSpellings accepts the filters of /api/v1/rules without brackets
+// (rule_group, rule_name, file), as some clients send them, by rewriting them
+// to Prometheus's rule_group[], rule_name[] and file[].
+func ruleFilterSpellings(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		changed := false
+		for _, k := range []string{"rule_group", "rule_name", "file"} {
+			if vs, ok := q[k]; ok {
+				q[k+"[]"] = append(q[k+"[]"], vs...)
+				delete(q, k)
+				changed = true
+			}
+		}
+		if changed {
+			r = r.Clone(r.Context())
+			r.URL.RawQuery = q.Encode()
+		}
+		next.ServeHTTP(w, r)
+	})
+}

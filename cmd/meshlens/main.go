@@ -1,6 +1,10 @@
 // Command meshlens is the observability backend of a service mesh: a
 // Prometheus remote-write receiver with an embedded TSDB that serves the
-// Prometheus HTTP API.
+// Prometheus HTTP API and evaluates the mesh alert rules.
+//
+//	meshlens [flags]              run the server
+//	meshlens rules test FILE...   run rule unit tests (promtool's format)
+//	meshlens rules check FILE...  check rule files (like promtool check rules)
 package main
 
 import (
@@ -14,6 +18,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "rules" {
+		os.Exit(rulesCommand(context.Background(), os.Stdout, os.Stderr, os.Args[2:]))
+	}
 	m := NewMain()
 	if err := m.ParseFlags(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -21,10 +23,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
+	apiv1 "github.com/prometheus/prometheus/web/api/v1"
 
 	"github.com/meshlens/meshlens/api"
 	"github.com/meshlens/meshlens/config"
 	"github.com/meshlens/meshlens/remotewrite"
+	"github.com/meshlens/meshlens/rules"
 	"github.com/meshlens/meshlens/tsdb"
 )
 
@@ -51,6 +55,7 @@ type Main struct {
 	db     *tsdb.DB
 	engine *promql.Engine
 	write  *remotewrite.WriteHandler
+	rules  *rules.Engine
 	ln     net.Listener
 	srv    *http.Server
 }
@@ -88,11 +93,11 @@ func (m *Main) Open() (err error) {
 		stderr = os.Stderr
 	}
 	m.logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	// The TSDB reports routine work (WAL replay, compactions) at info; keep it
-	// for --log.level=debug.
-	tsdbLogger := m.logger
+	// The TSDB and the rule manager report routine work (WAL replay,
+	// compactions, start and stop) at info; keep it for --log.level=debug.
+	quietLogger := m.logger
 	if level > slog.LevelDebug {
-		tsdbLogger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: max(level, slog.LevelWarn)}))
+		quietLogger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: max(level, slog.LevelWarn)}))
 	}
 
 	cfg := config.Default()
@@ -109,7 +114,7 @@ func (m *Main) Open() (err error) {
 		}
 	}()
 	reg := prometheus.NewRegistry()
-	m.db, err = tsdb.Open(filepath.Join(m.DataDir, "tsdb"), tsdbOptions(cfg.Storage.TSDB), tsdbLogger, reg)
+	m.db, err = tsdb.Open(filepath.Join(m.DataDir, "tsdb"), tsdbOptions(cfg.Storage.TSDB), quietLogger, reg)
 	if err != nil {
 		return err
 	}
@@ -131,6 +136,21 @@ func (m *Main) Open() (err error) {
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
+	rc := cfg.Rules
+	m.rules, err = rules.New(rules.Options{
+		Logger:          quietLogger.With("component", "rules"),
+		Registerer:      reg,
+		Queryable:       m.db,
+		Appendable:      m.db,
+		Engine:          m.engine,
+		Parser:          newParser(q),
+		OutageTolerance: time.Duration(rc.OutageTolerance),
+		ForGracePeriod:  time.Duration(rc.ForGracePeriod),
+		ResendDelay:     time.Duration(rc.ResendDelay),
+	}, m.rulesConfig(cfg))
+	if err != nil {
+		return err
+	}
 	handler := api.New(api.Options{
 		Logger:        m.logger.With("component", "api"),
 		Storage:       m.db,
@@ -149,6 +169,8 @@ func (m *Main) Open() (err error) {
 		Ready:         func() bool { return true },
 		Reload:        m.Reload,
 		LastReload:    m.lastReload,
+		Rules:         func(context.Context) apiv1.RulesRetriever { return m.rules },
+		Alertmanagers: func(context.Context) apiv1.AlertmanagerRetriever { return m.rules },
 	})
 	m.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second}
 	m.logger.Info("meshlens started", "listen", m.ln.Addr().String(), "data_dir", m.DataDir, "config", m.ConfigFile, "version", Version)
@@ -191,6 +213,10 @@ func (m *Main) Run(ctx context.Context) error {
 		})
 	}
 	{
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { return m.rules.Run(ctx) }, func(error) { cancel() })
+	}
+	{
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
 		done := make(chan struct{})
@@ -221,6 +247,10 @@ func (m *Main) Close() error {
 		_ = m.ln.Close()
 	}
 	var err error
+	if m.rules != nil {
+		m.rules.Close()
+		m.rules = nil
+	}
 	if m.engine != nil {
 		err = m.engine.Close()
 		m.engine = nil
@@ -247,6 +277,14 @@ func (m *Main) Reload() error {
 			return err
 		}
 	}
+	if err := m.rules.ApplyConfig(m.rulesConfig(cfg)); err != nil {
+		m.reloadOK = false
+		m.logger.Error("configuration reload failed, keeping the running configuration", "err", err)
+		return err
+	}
+	restartOnly := func(r config.RulesConfig) [3]config.Duration {
+		return [3]config.Duration{r.OutageTolerance, r.ForGracePeriod, r.ResendDelay}
+	}
 	for _, s := range []struct {
 		name     string
 		old, new any
@@ -254,13 +292,14 @@ func (m *Main) Reload() error {
 		{"storage", m.cfg.Storage, cfg.Storage},
 		{"query", m.cfg.Query, cfg.Query},
 		{"remote_read", m.cfg.RemoteRead, cfg.RemoteRead},
+		{"rules (outage_tolerance, for_grace_period, resend_delay)", restartOnly(m.cfg.Rules), restartOnly(cfg.Rules)},
 	} {
 		if !reflect.DeepEqual(s.old, s.new) {
 			m.logger.Warn("configuration section changed; it takes effect at restart", "section", s.name)
 		}
 	}
 	m.write.SetOptions(writeOptions(cfg))
-	m.cfg.RemoteWrite = cfg.RemoteWrite
+	m.cfg.RemoteWrite, m.cfg.Rules, m.cfg.Alerting, m.cfg.Global = cfg.RemoteWrite, cfg.Rules, cfg.Alerting, cfg.Global
 	m.reloadOK, m.reloadedAt = true, time.Now()
 	m.logger.Info("configuration reloaded", "config", m.ConfigFile)
 	return nil
@@ -270,6 +309,34 @@ func (m *Main) lastReload() (bool, time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.reloadOK, m.reloadedAt
+}
+
+// rulesConfig is the rule engine's part of cfg. Alerts link to
+// global.external_url, or to the listen address when it is empty.
+func (m *Main) rulesConfig(cfg config.Config) rules.Config {
+	ext := &url.URL{Scheme: "http", Host: m.ln.Addr().String()}
+	if cfg.Global.ExternalURL != "" {
+		ext, _ = url.Parse(cfg.Global.ExternalURL)  // checked by config.Validate
+		ext.Path = strings.TrimRight(ext.Path, "/") // as Prometheus does
+	}
+	rc := rules.Config{
+		Interval:       time.Duration(cfg.Rules.EvaluationInterval),
+		QueryOffset:    time.Duration(cfg.Rules.QueryOffset),
+		Files:          cfg.Rules.Files,
+		Packs:          map[string]rules.PackConfig{},
+		DisabledGroups: cfg.Rules.DisabledGroups,
+		ExternalLabels: cfg.ExternalLabels(),
+		ExternalURL:    ext,
+		Alerting:       cfg.Alerting,
+	}
+	for name, p := range cfg.Rules.Packs {
+		pc := rules.PackConfig{Disabled: !cfg.Rules.PackEnabled(name), Params: p.Params}
+		for _, o := range p.Overrides {
+			pc.Overrides = append(pc.Overrides, rules.Override{Label: o.Label, Matches: o.Matches, Params: o.Params})
+		}
+		rc.Packs[name] = pc
+	}
+	return rc
 }
 
 func writeOptions(cfg config.Config) remotewrite.WriteOptions {

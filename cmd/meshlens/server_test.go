@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -14,6 +15,20 @@ import (
 type testServer struct {
 	*Main
 	URL string
+
+	stopOnce sync.Once
+	cancel   context.CancelFunc
+	done     chan error
+}
+
+// stop shuts the server down and waits for it, as at the end of the test.
+func (s *testServer) stop(t *testing.T) {
+	s.stopOnce.Do(func() {
+		s.cancel()
+		if err := <-s.done; err != nil {
+			t.Errorf("meshlens run: %v", err)
+		}
+	})
 }
 
 // startServer runs meshlens with the given YAML configuration (none when
@@ -40,13 +55,9 @@ func startServer(t *testing.T, yaml, dir string) *testServer {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("meshlens run: %v", err)
-		}
-	})
-	return &testServer{Main: m, URL: "http://" + m.Addr()}
+	s := &testServer{Main: m, URL: "http://" + m.Addr(), cancel: cancel, done: done}
+	t.Cleanup(func() { s.stop(t) })
+	return s
 }
 
 // get returns the status and body of a GET.
