@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	promtsdb "github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/util/compression"
@@ -29,6 +30,11 @@ type Options struct {
 	MinBlockDuration, MaxBlockDuration time.Duration
 	// WALCompression compresses WAL records with snappy.
 	WALCompression bool
+	// BlocksToDelete picks the blocks the TSDB deletes on each reload, in
+	// place of Retention and RetentionSize (Shipper.BlocksToDelete keeps
+	// blocks until they are shipped). nil is Prometheus's default: blocks
+	// beyond Retention or RetentionSize, and blocks marked deletable.
+	BlocksToDelete func(blocks []*promtsdb.Block) map[ulid.ULID]struct{}
 }
 
 // DB is the embedded TSDB. It is a storage.Storage, a storage.ExemplarQueryable
@@ -52,6 +58,7 @@ func Open(dir string, o Options, logger *slog.Logger, reg prometheus.Registerer)
 	if o.WALCompression {
 		opts.WALCompression = compression.Snappy
 	}
+	opts.BlocksToDelete = o.BlocksToDelete
 	stats := promtsdb.NewDBStats()
 	db, err := promtsdb.Open(dir, logger.With("component", "tsdb"), reg, opts, stats)
 	if err != nil {
