@@ -40,7 +40,9 @@ type Config struct {
 
 // GlobalConfig holds settings shared by several components. It is reloadable.
 type GlobalConfig struct {
-	// ExternalLabels are added to alerts sent to Alertmanager.
+	// ExternalLabels are added to alerts sent to Alertmanager and written
+	// into the meta.json of every shipped block (thanos.labels). A
+	// meshlens_node label with the host name is added unless it is set here.
 	ExternalLabels map[string]string `yaml:"external_labels"`
 	// ExternalURL is the URL under which users reach meshlens; alerts link to
 	// it (generatorURL). Empty means http://<listen address>.
@@ -103,6 +105,23 @@ func (c RulesConfig) PackEnabled(name string) bool {
 // StorageConfig configures local storage.
 type StorageConfig struct {
 	TSDB TSDBConfig `yaml:"tsdb"`
+	// Bucket is the object storage completed blocks are shipped to, in
+	// thanos-io/objstore's own format. With neither Bucket nor BucketFile set,
+	// a FILESYSTEM bucket in <data-dir>/bucket is used.
+	Bucket ObjstoreConfig `yaml:"bucket"`
+	// BucketFile names a file holding the bucket configuration instead.
+	BucketFile string `yaml:"bucket_file"`
+	// LocalRetention is how long shipped blocks stay on local disk. A block
+	// is never deleted locally before its upload is confirmed. 0 keeps them.
+	LocalRetention Duration `yaml:"local_retention"`
+}
+
+// ObjstoreConfig is thanos-io/objstore's bucket configuration: the provider
+// (FILESYSTEM, S3, GCS, AZURE, ...), its settings and a key prefix.
+type ObjstoreConfig struct {
+	Type   string         `yaml:"type"`
+	Config map[string]any `yaml:"config"`
+	Prefix string         `yaml:"prefix"`
 }
 
 // TSDBConfig configures the embedded Prometheus TSDB. Changes need a restart.
@@ -166,7 +185,7 @@ type RemoteReadConfig struct {
 // values are Prometheus's own defaults wherever Prometheus has the setting.
 func Default() Config {
 	return Config{
-		Storage: StorageConfig{TSDB: TSDBConfig{
+		Storage: StorageConfig{LocalRetention: Duration(6 * time.Hour), TSDB: TSDBConfig{
 			Retention:        Duration(15 * 24 * time.Hour),
 			MaxExemplars:     100000,
 			MinBlockDuration: Duration(2 * time.Hour),
@@ -240,6 +259,9 @@ func (c Config) Validate() error {
 		{t.MaxExemplars >= 0, "storage.tsdb.max_exemplars", "must not be negative"},
 		{t.MinBlockDuration > 0, "storage.tsdb.min_block_duration", "must be positive"},
 		{t.MaxBlockDuration >= t.MinBlockDuration, "storage.tsdb.max_block_duration", "must be at least min_block_duration"},
+		{c.Storage.LocalRetention >= 0, "storage.local_retention", "must not be negative"},
+		{c.Storage.Bucket.Type == "" || c.Storage.BucketFile == "", "storage.bucket_file", "cannot be set together with storage.bucket"},
+		{c.Storage.Bucket.Type != "" || (c.Storage.Bucket.Config == nil && c.Storage.Bucket.Prefix == ""), "storage.bucket.type", "is required"},
 		{c.Query.Timeout > 0, "query.timeout", "must be positive"},
 		{c.Query.MaxSamples > 0, "query.max_samples", "must be positive"},
 		{c.Query.MaxConcurrency > 0, "query.max_concurrency", "must be positive"},

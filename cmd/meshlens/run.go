@@ -21,9 +21,11 @@ import (
 
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
 	apiv1 "github.com/prometheus/prometheus/web/api/v1"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/meshlens/meshlens/api"
 	"github.com/meshlens/meshlens/config"
@@ -52,7 +54,8 @@ type Main struct {
 	reloadOK   bool
 	reloadedAt time.Time
 
-	db     *tsdb.DB
+	db      *tsdb.DB
+	shipper *tsdb.Shipper
 	engine *promql.Engine
 	write  *remotewrite.WriteHandler
 	rules  *rules.Engine
@@ -114,7 +117,27 @@ func (m *Main) Open() (err error) {
 		}
 	}()
 	reg := prometheus.NewRegistry()
-	m.db, err = tsdb.Open(filepath.Join(m.DataDir, "tsdb"), tsdbOptions(cfg.Storage.TSDB), quietLogger, reg)
+	bucketYAML, err := m.bucketConfig(cfg.Storage)
+	if err != nil {
+		return err
+	}
+	bkt, err := tsdb.NewBucket(bucketYAML, quietLogger, reg)
+	if err != nil {
+		return fmt.Errorf("storage.bucket: %w", err)
+	}
+	tsdbDir := filepath.Join(m.DataDir, "tsdb")
+	m.shipper, err = tsdb.NewShipper(tsdb.ShipperOptions{
+		Dir: tsdbDir, Bucket: bkt, Labels: externalLabels(cfg), Logger: quietLogger, Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	opts := tsdbOptions(cfg.Storage.TSDB)
+	// Blocks go to the bucket as the head cuts them; merging them locally
+	// would upload the same data twice (Thanos requires the same of sidecars).
+	opts.MaxBlockDuration = opts.MinBlockDuration
+	opts.BlocksToDelete = m.shipper.BlocksToDelete(time.Duration(cfg.Storage.LocalRetention))
+	m.db, err = tsdb.Open(tsdbDir, opts, quietLogger, reg)
 	if err != nil {
 		return err
 	}
@@ -215,6 +238,10 @@ func (m *Main) Run(ctx context.Context) error {
 	{
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error { return m.rules.Run(ctx) }, func(error) { cancel() })
+	}
+	{
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { return m.shipper.Run(ctx) }, func(error) { cancel() })
 	}
 	{
 		hup := make(chan os.Signal, 1)
@@ -325,7 +352,7 @@ func (m *Main) rulesConfig(cfg config.Config) rules.Config {
 		Files:          cfg.Rules.Files,
 		Packs:          map[string]rules.PackConfig{},
 		DisabledGroups: cfg.Rules.DisabledGroups,
-		ExternalLabels: cfg.ExternalLabels(),
+		ExternalLabels: externalLabels(cfg),
 		ExternalURL:    ext,
 		Alerting:       cfg.Alerting,
 	}
@@ -337,6 +364,37 @@ func (m *Main) rulesConfig(cfg config.Config) rules.Config {
 		rc.Packs[name] = pc
 	}
 	return rc
+}
+
+// externalLabels are global.external_labels with meshlens_node set to the
+// host name unless the file sets it.
+func externalLabels(cfg config.Config) labels.Labels {
+	b := labels.NewBuilder(cfg.ExternalLabels())
+	if _, ok := cfg.Global.ExternalLabels["meshlens_node"]; !ok {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			host = "localhost"
+		}
+		b.Set("meshlens_node", host)
+	}
+	return b.Labels()
+}
+
+// bucketConfig returns the objstore YAML of the bucket: storage.bucket,
+// the file storage.bucket_file names, or a FILESYSTEM bucket in
+// <data-dir>/bucket.
+func (m *Main) bucketConfig(s config.StorageConfig) ([]byte, error) {
+	switch {
+	case s.BucketFile != "":
+		b, err := os.ReadFile(s.BucketFile)
+		if err != nil {
+			return nil, fmt.Errorf("storage.bucket_file: %w", err)
+		}
+		return b, nil
+	case s.Bucket.Type != "":
+		return yaml.Marshal(s.Bucket)
+	}
+	return yaml.Marshal(config.ObjstoreConfig{Type: "FILESYSTEM", Config: map[string]any{"directory": filepath.Join(m.DataDir, "bucket")}})
 }
 
 func writeOptions(cfg config.Config) remotewrite.WriteOptions {

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/thanos-io/objstore"
+
+	"github.com/meshlens/meshlens/internal/peers"
+	"github.com/meshlens/meshlens/tsdb"
+)
+
+// writeHistory remote-writes one counter series with a sample every minute
+// over the hours before now, so that the head cuts blocks from it.
+func writeHistory(t *testing.T, s *testServer, name string, hours int) (first, last time.Time, n int) {
+	t.Helper()
+	last = time.Now().Truncate(time.Minute)
+	first = last.Add(-time.Duration(hours) * time.Hour)
+	var samples []prompb.Sample
+	for ts := first; !ts.After(last); ts = ts.Add(time.Minute) {
+		samples = append(samples, prompb.Sample{Timestamp: ts.UnixMilli(), Value: float64(len(samples))})
+	}
+	body := v1BodyFor(t, prompb.TimeSeries{
+		Labels:  []prompb.Label{{Name: "__name__", Value: name}, {Name: "cluster", Value: "east"}},
+		Samples: samples,
+	})
+	if code := postRaw(t, s.URL+"/api/v1/write", body); code != http.StatusNoContent {
+		t.Fatalf("remote write: %d", code)
+	}
+	return first, last, len(samples)
+}
+
+// shippedMetas syncs the shipper until the bucket holds at least one block
+// and returns the metas of the blocks there.
+func shippedMetas(t *testing.T, s *testServer, bkt objstore.BucketReader) []tsdb.Meta {
+	t.Helper()
+	var metas []tsdb.Meta
+	eventually(t, 60*time.Second, "a block in the bucket", func() bool {
+		if _, err := s.shipper.Sync(context.Background()); err != nil {
+			t.Logf("sync: %v", err)
+		}
+		metas = metas[:0]
+		err := bkt.Iter(context.Background(), "", func(name string) error {
+			r, err := bkt.Get(context.Background(), name+"meta.json")
+			if bkt.IsObjNotFoundErr(err) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			var m tsdb.Meta
+			if err := json.NewDecoder(r).Decode(&m); err != nil {
+				return fmt.Errorf("%smeta.json: %w", name, err)
+			}
+			metas = append(metas, m)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(metas) > 0
+	})
+	return metas
+}
+
+// assertShipped checks a shipped block's meta.json is what Thanos requires
+// and every sample written is still queryable.
+func assertShipped(t *testing.T, s *testServer, metas []tsdb.Meta, first, last time.Time, n int) {
+	t.Helper()
+	for _, m := range metas {
+		if m.Thanos.Labels["meshlens_node"] == "" || m.Thanos.Labels["region"] != "eu-test" || m.Thanos.Downsample.Resolution != 0 {
+			t.Errorf("block %s thanos section = %+v, want external labels with meshlens_node and resolution 0", m.ULID, m.Thanos)
+		}
+		if len(m.Thanos.Files) < 3 {
+			t.Errorf("block %s lists files %v, want chunks, index and meta.json", m.ULID, m.Thanos.Files)
+		}
+	}
+	var v struct {
+		Result []struct {
+			Values [][2]any `json:"values"`
+		} `json:"result"`
+	}
+	apiData(t, s, fmt.Sprintf("/api/v1/query_range?query=shipped_total&start=%d&end=%d&step=60", first.Unix(), last.Unix()), &v)
+	if len(v.Result) != 1 || len(v.Result[0].Values) != n {
+		t.Errorf("range query returned %d series, want 1 with %d points", len(v.Result), n)
+	}
+}
+
+// TestBlocksShipToDefaultBucket runs meshlens on its defaults: blocks cut from
+// the head are uploaded to the FILESYSTEM bucket in <data-dir>/bucket with a
+// Thanos meta.json, and the data stays queryable.
+func TestBlocksShipToDefaultBucket(t *testing.T) {
+	dir := t.TempDir()
+	s := startServer(t, "global:\n  external_labels: {region: eu-test}\n", dir)
+	first, last, n := writeHistory(t, s, "shipped_total", 5)
+
+	bkt, err := tsdb.NewBucket([]byte(fmt.Sprintf("type: FILESYSTEM\nconfig: {directory: %q}\n", filepath.Join(dir, "bucket"))), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertShipped(t, s, shippedMetas(t, s, bkt), first, last, n)
+}
+
+// TestBlocksShipToS3 ships blocks to a real S3 server (Versity S3 Gateway).
+func TestBlocksShipToS3(t *testing.T) {
+	bin := peers.Need(t, peers.Versitygw)
+	root := t.TempDir()
+	if err := os.Mkdir(filepath.Join(root, "meshlens"), 0o755); err != nil { // the bucket
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	cmd := exec.Command(bin, "--access", "meshlens", "--secret", "meshlens-secret", "--port", addr, "posix", root)
+	cmd.Stdout, cmd.Stderr = testLog{t}, testLog{t}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+	})
+	eventually(t, 30*time.Second, "versitygw listening", func() bool {
+		resp, err := http.Get("http://" + addr + "/")
+		if err != nil {
+			return false
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return true
+	})
+	bucketYAML := fmt.Sprintf(`type: S3
+config:
+  bucket: meshlens
+  endpoint: %s
+  access_key: meshlens
+  secret_key: meshlens-secret
+  insecure: true
+  region: us-east-1
+prefix: blocks
+`, addr)
+	indented := "    " + strings.ReplaceAll(strings.TrimSpace(bucketYAML), "\n", "\n    ")
+	s := startServer(t, "global:\n  external_labels: {region: eu-test}\nstorage:\n  bucket:\n"+indented+"\n", "")
+	first, last, n := writeHistory(t, s, "shipped_total", 5)
+
+	bkt, err := tsdb.NewBucket([]byte(bucketYAML), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertShipped(t, s, shippedMetas(t, s, bkt), first, last, n)
+}
