@@ -56,11 +56,11 @@ type Main struct {
 
 	db      *tsdb.DB
 	shipper *tsdb.Shipper
-	engine *promql.Engine
-	write  *remotewrite.WriteHandler
-	rules  *rules.Engine
-	ln     net.Listener
-	srv    *http.Server
+	engine  *promql.Engine
+	write   *remotewrite.WriteHandler
+	rules   *rules.Engine
+	ln      net.Listener
+	srv     *http.Server
 }
 
 // NewMain returns a Main with the embedded defaults.
