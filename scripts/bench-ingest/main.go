@@ -12,8 +12,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +20,7 @@ import (
 	"time"
 
 	"github.com/meshlens/meshlens/internal/peers"
+	"github.com/meshlens/meshlens/internal/procstat"
 )
 
 type result struct {
@@ -136,49 +135,24 @@ func num(v any) float64 {
 	return f
 }
 
-// cpuSeconds reads user+system CPU time of pid from /proc.
 func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	v, err := procstat.CPUSeconds(pid)
 	check(err)
-	// Fields after the command name, which is in parentheses.
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-	utime, _ := strconv.ParseFloat(f[11], 64)
-	stime, _ := strconv.ParseFloat(f[12], 64)
-	const clkTck = 100 // USER_HZ on Linux
-	return (utime + stime) / clkTck
+	return v
 }
 
 func rssBytes(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	v, err := procstat.RSSBytes(pid)
 	check(err)
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	return v
 }
 
-func waitReady(url string) {
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	fatalf("%s not ready after 60s", url)
-}
+func waitReady(url string) { check(procstat.WaitReady(url, 60*time.Second)) }
 
 func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := procstat.FreeAddr()
 	check(err)
-	defer l.Close()
-	return l.Addr().String()
+	return a
 }
 
 func check(err error) {
