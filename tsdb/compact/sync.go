@@ -1,0 +1,197 @@
+package compact
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/meshlens/meshlens/tsdb"
+)
+
+// syncConcurrency bounds the bucket requests of one sync.
+const syncConcurrency = 8
+
+// block is a block in the bucket as of the last sync.
+type block struct {
+	id ulid.ULID
+	// meta is nil for a partial block: one without meta.json, being
+	// uploaded, left by an interrupted upload, or being deleted.
+	meta      *tsdb.Meta
+	deletion  *tsdb.DeletionMark
+	noCompact *tsdb.NoCompactMark
+	// badMeta is set when meta.json is there but unreadable; such a block
+	// is left alone.
+	badMeta bool
+}
+
+// live reports whether the block is complete and not marked for
+// deletion: whether it takes part in compaction and downsampling.
+func (b *block) live() bool { return b.meta != nil && b.deletion == nil }
+
+// halting returns the halting reason of the block's no-compact mark, or "".
+func (b *block) halting() tsdb.NoCompactReason {
+	if b.noCompact != nil && slices.Contains(haltReasons, b.noCompact.Reason) {
+		return b.noCompact.Reason
+	}
+	return ""
+}
+
+// syncBlocks lists the blocks of the bucket with their meta.json and
+// marks. meta.json never changes once uploaded, so metas are read once and
+// cached; marks are read again when they appear.
+func (c *Compactor) syncBlocks(ctx context.Context) (map[ulid.ULID]*block, error) {
+	var ids []ulid.ULID
+	err := c.bkt.Iter(ctx, "", func(name string) error {
+		id, err := ulid.ParseStrict(strings.TrimSuffix(name, "/"))
+		if err == nil && strings.HasSuffix(name, "/") {
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list blocks: %w", err)
+	}
+
+	blocks := make(map[ulid.ULID]*block, len(ids))
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+		work = make(chan ulid.ULID)
+	)
+	for range min(syncConcurrency, len(ids)) {
+		wg.Go(func() {
+			for id := range work {
+				b, err := c.syncBlock(ctx, id)
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				} else {
+					blocks[id] = b
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	for _, id := range ids {
+		work <- id
+	}
+	close(work)
+	wg.Wait()
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+
+	// Forget cached metas of blocks that are gone.
+	c.cacheMu.Lock()
+	for id := range c.metas {
+		if _, ok := blocks[id]; !ok {
+			delete(c.metas, id)
+		}
+	}
+	c.cacheMu.Unlock()
+	return blocks, nil
+}
+
+func (c *Compactor) syncBlock(ctx context.Context, id ulid.ULID) (*block, error) {
+	b := &block{id: id}
+	var hasMeta, hasDeletion, hasNoCompact bool
+	err := c.bkt.Iter(ctx, id.String()+"/", func(name string) error {
+		switch strings.TrimPrefix(name, id.String()+"/") {
+		case tsdb.MetaFilename:
+			hasMeta = true
+		case tsdb.DeletionMarkFilename:
+			hasDeletion = true
+		case tsdb.NoCompactMarkFilename:
+			hasNoCompact = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list block %s: %w", id, err)
+	}
+	if hasMeta {
+		c.cacheMu.Lock()
+		m := c.metas[id]
+		c.cacheMu.Unlock()
+		if m == nil {
+			r, err := c.bkt.Get(ctx, objName(id, tsdb.MetaFilename))
+			switch {
+			case c.bkt.IsObjNotFoundErr(err):
+				// Deleted since the listing.
+			case err != nil:
+				return nil, fmt.Errorf("read %s: %w", objName(id, tsdb.MetaFilename), err)
+			default:
+				m, err = tsdb.ReadMeta(r)
+				r.Close()
+				switch {
+				case err != nil:
+					c.logger.Warn("ignoring block with unreadable meta.json", "block", id, "err", err)
+					b.badMeta = true
+				case m.ULID != id:
+					c.logger.Warn("ignoring block whose meta.json names another block", "block", id, "ulid", m.ULID)
+					b.badMeta = true
+					m = nil
+				default:
+					c.cacheMu.Lock()
+					c.metas[id] = m
+					c.cacheMu.Unlock()
+				}
+			}
+		}
+		if !b.badMeta {
+			b.meta = m
+		}
+	}
+	if hasDeletion {
+		var dm tsdb.DeletionMark
+		ok, err := c.readMark(ctx, id, tsdb.DeletionMarkFilename, &dm)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			b.deletion = &dm
+		}
+	}
+	if hasNoCompact {
+		var nm tsdb.NoCompactMark
+		ok, err := c.readMark(ctx, id, tsdb.NoCompactMarkFilename, &nm)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			b.noCompact = &nm
+		}
+	}
+	return b, nil
+}
+
+// readMark decodes a mark file of block id into v. A mark that is gone
+// or does not decode is reported as absent; Thanos ignores such marks too.
+func (c *Compactor) readMark(ctx context.Context, id ulid.ULID, file string, v any) (bool, error) {
+	name := objName(id, file)
+	r, err := c.bkt.Get(ctx, name)
+	if c.bkt.IsObjNotFoundErr(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", name, err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", name, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		c.logger.Warn("ignoring unreadable mark", "block", id, "file", file, "err", err)
+		return false, nil
+	}
+	return true, nil
+}
