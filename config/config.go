@@ -32,6 +32,7 @@ type Config struct {
 	RemoteWrite RemoteWriteConfig `yaml:"remote_write"`
 	RemoteRead  RemoteReadConfig  `yaml:"remote_read"`
 	Rules       RulesConfig       `yaml:"rules"`
+	Compactor   CompactorConfig   `yaml:"compactor"`
 	// Alerting is Prometheus's own alerting section: alertmanagers (static_configs,
 	// file_sd_configs, dns_sd_configs, scheme, path_prefix, timeout, api_version,
 	// TLS and auth) and alert_relabel_configs. It is reloadable.
@@ -74,6 +75,30 @@ type RulesConfig struct {
 	ForGracePeriod Duration `yaml:"for_grace_period"`
 	// ResendDelay is how often firing alerts are re-sent to Alertmanager.
 	ResendDelay Duration `yaml:"resend_delay"`
+}
+
+// CompactorConfig configures the bucket compactor (meshlens compact, or
+// meshlens --compact). Changes need a restart.
+type CompactorConfig struct {
+	// Interval is the time between compaction passes.
+	Interval Duration `yaml:"interval"`
+	// Ranges are the block ranges of leveled compaction, each a larger
+	// multiple of the one before.
+	Ranges []Duration `yaml:"ranges"`
+	// DeleteDelay is how long blocks marked for deletion stay readable.
+	DeleteDelay Duration `yaml:"delete_delay"`
+	// Downsample makes 5m and 1h copies of large old blocks, as Thanos does.
+	Downsample bool `yaml:"downsample"`
+	// Retention per resolution; 0 keeps data of that resolution forever.
+	Retention ResolutionRetention `yaml:"retention"`
+}
+
+// ResolutionRetention is how long data of each resolution stays in the
+// bucket.
+type ResolutionRetention struct {
+	Raw         Duration `yaml:"raw"`
+	FiveMinutes Duration `yaml:"5m"`
+	OneHour     Duration `yaml:"1h"`
 }
 
 // PackConfig configures one built-in rule pack.
@@ -208,6 +233,12 @@ func Default() Config {
 			ConcurrentLimit: 10,
 			MaxBytesInFrame: 1 << 20,
 		},
+		Compactor: CompactorConfig{
+			Interval:    Duration(5 * time.Minute),
+			Ranges:      []Duration{Duration(2 * time.Hour), Duration(8 * time.Hour), Duration(48 * time.Hour), Duration(14 * 24 * time.Hour)},
+			DeleteDelay: Duration(48 * time.Hour),
+			Downsample:  true,
+		},
 		Rules: RulesConfig{
 			EvaluationInterval: Duration(30 * time.Second),
 			OutageTolerance:    Duration(time.Hour),
@@ -273,6 +304,10 @@ func (c Config) Validate() error {
 		{c.RemoteRead.ConcurrentLimit >= 0, "remote_read.concurrent_limit", "must not be negative"},
 		{c.RemoteRead.MaxBytesInFrame > 0, "remote_read.max_bytes_in_frame", "must be positive"},
 		{c.Rules.EvaluationInterval > 0, "rules.evaluation_interval", "must be positive"},
+		{c.Compactor.Interval > 0, "compactor.interval", "must be positive"},
+		{c.Compactor.DeleteDelay >= 0, "compactor.delete_delay", "must not be negative"},
+		{c.Compactor.Retention.Raw >= 0 && c.Compactor.Retention.FiveMinutes >= 0 && c.Compactor.Retention.OneHour >= 0, "compactor.retention", "must not be negative"},
+		{rangesGrow(c.Compactor.Ranges), "compactor.ranges", "must be positive, each a larger multiple of the one before"},
 		{c.Rules.QueryOffset >= 0, "rules.query_offset", "must not be negative"},
 		{c.Rules.OutageTolerance >= 0, "rules.outage_tolerance", "must not be negative"},
 		{c.Rules.ForGracePeriod >= 0, "rules.for_grace_period", "must not be negative"},
@@ -310,6 +345,15 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+func rangesGrow(rs []Duration) bool {
+	for i, r := range rs {
+		if r <= 0 || (i > 0 && (r <= rs[i-1] || r%rs[i-1] != 0)) {
+			return false
+		}
+	}
+	return true
 }
 
 // ExternalLabels returns Global.ExternalLabels as sorted labels.

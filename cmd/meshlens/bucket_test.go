@@ -158,3 +158,55 @@ prefix: blocks
 	}
 	assertShipped(t, s, shippedMetas(t, s, bkt), first, last, n)
 }
+
+// TestCompactCommand ships a day of data to the default bucket and runs
+// `meshlens compact --once` over it: 2h blocks are merged into larger ones
+// and their sources marked for deletion.
+func TestCompactCommand(t *testing.T) {
+	dir := t.TempDir()
+	s := startServer(t, "", dir)
+	writeHistory(t, s, "shipped_total", 20)
+	bkt, err := tsdb.NewBucket([]byte(fmt.Sprintf("type: FILESYSTEM\nconfig: {directory: %q}\n", filepath.Join(dir, "bucket"))), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before []tsdb.Meta
+	eventually(t, 60*time.Second, "the 2h blocks of 20 hours in the bucket", func() bool {
+		before = shippedMetas(t, s, bkt)
+		return len(before) >= 9
+	})
+	s.stop(t)
+
+	var stderr strings.Builder
+	if code := compactCommand(context.Background(), &stderr, []string{"--data-dir", dir, "--once", "--log.level", "warn"}); code != 0 {
+		t.Fatalf("meshlens compact --once: exit %d\n%s", code, stderr.String())
+	}
+	marked, compacted := 0, 0
+	err = bkt.Iter(context.Background(), "", func(name string) error {
+		if ok, _ := bkt.Exists(context.Background(), name+tsdb.DeletionMarkFilename); ok {
+			marked++
+		}
+		r, err := bkt.Get(context.Background(), name+tsdb.MetaFilename)
+		if err != nil {
+			return nil
+		}
+		defer r.Close()
+		var m tsdb.Meta
+		if err := json.NewDecoder(r).Decode(&m); err != nil {
+			return err
+		}
+		if m.Compaction.Level > 1 {
+			compacted++
+			if m.Thanos.Labels["meshlens_node"] == "" {
+				t.Errorf("compacted block %s lost its external labels: %v", m.ULID, m.Thanos.Labels)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if compacted == 0 || marked < 4 {
+		t.Errorf("after compaction: %d compacted blocks, %d blocks marked for deletion; want an 8h block from four 2h sources", compacted, marked)
+	}
+}

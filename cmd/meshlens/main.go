@@ -5,6 +5,7 @@
 //	meshlens [flags]              run the server
 //	meshlens rules test FILE...   run rule unit tests (promtool's format)
 //	meshlens rules check FILE...  check rule files (like promtool check rules)
+//	meshlens compact [--once]     compact, downsample and apply retention to the bucket
 package main
 
 import (
@@ -18,8 +19,16 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "rules" {
-		os.Exit(rulesCommand(context.Background(), os.Stdout, os.Stderr, os.Args[2:]))
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "rules":
+			os.Exit(rulesCommand(context.Background(), os.Stdout, os.Stderr, os.Args[2:]))
+		case "compact":
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			code := compactCommand(ctx, os.Stderr, os.Args[2:])
+			stop()
+			os.Exit(code)
+		}
 	}
 	m := NewMain()
 	if err := m.ParseFlags(os.Args[1:]); err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
 	apiv1 "github.com/prometheus/prometheus/web/api/v1"
+	"github.com/thanos-io/objstore"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/meshlens/meshlens/api"
@@ -32,6 +33,7 @@ import (
 	"github.com/meshlens/meshlens/remotewrite"
 	"github.com/meshlens/meshlens/rules"
 	"github.com/meshlens/meshlens/tsdb"
+	"github.com/meshlens/meshlens/tsdb/compact"
 )
 
 // Version is set at build time with -ldflags "-X main.Version=...".
@@ -44,6 +46,8 @@ type Main struct {
 	DataDir    string
 	ConfigFile string
 	LogLevel   string
+	// Compact runs the bucket compactor in the server (single-node setups).
+	Compact bool
 	// Stderr receives logs; os.Stderr when nil.
 	Stderr io.Writer
 
@@ -54,13 +58,14 @@ type Main struct {
 	reloadOK   bool
 	reloadedAt time.Time
 
-	db      *tsdb.DB
-	shipper *tsdb.Shipper
-	engine  *promql.Engine
-	write   *remotewrite.WriteHandler
-	rules   *rules.Engine
-	ln      net.Listener
-	srv     *http.Server
+	db        *tsdb.DB
+	shipper   *tsdb.Shipper
+	compactor *compact.Compactor
+	engine    *promql.Engine
+	write     *remotewrite.WriteHandler
+	rules     *rules.Engine
+	ln        net.Listener
+	srv       *http.Server
 }
 
 // NewMain returns a Main with the embedded defaults.
@@ -74,6 +79,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.StringVar(&m.Listen, "listen", m.Listen, "HTTP listen address (Prometheus API, remote write and read)")
 	fs.StringVar(&m.DataDir, "data-dir", m.DataDir, "directory for the TSDB (data-dir/tsdb)")
 	fs.StringVar(&m.ConfigFile, "config", m.ConfigFile, "optional YAML configuration file; embedded defaults when empty")
+	fs.BoolVar(&m.Compact, "compact", m.Compact, "also compact, downsample and apply retention to the bucket (one compactor per bucket)")
 	fs.StringVar(&m.LogLevel, "log.level", m.LogLevel, "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -117,7 +123,7 @@ func (m *Main) Open() (err error) {
 		}
 	}()
 	reg := prometheus.NewRegistry()
-	bucketYAML, err := m.bucketConfig(cfg.Storage)
+	bucketYAML, err := bucketConfig(cfg.Storage, m.DataDir)
 	if err != nil {
 		return err
 	}
@@ -131,6 +137,11 @@ func (m *Main) Open() (err error) {
 	})
 	if err != nil {
 		return err
+	}
+	if m.Compact {
+		if m.compactor, err = newCompactor(cfg.Compactor, bkt, m.DataDir, m.logger, reg); err != nil {
+			return err
+		}
 	}
 	opts := tsdbOptions(cfg.Storage.TSDB)
 	// Blocks go to the bucket as the head cuts them; merging them locally
@@ -242,6 +253,12 @@ func (m *Main) Run(ctx context.Context) error {
 	{
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error { return m.shipper.Run(ctx) }, func(error) { cancel() })
+	}
+	if m.compactor != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error {
+			return m.compactor.Run(ctx, time.Duration(m.cfg.Compactor.Interval))
+		}, func(error) { cancel() })
 	}
 	{
 		hup := make(chan os.Signal, 1)
@@ -366,6 +383,28 @@ func (m *Main) rulesConfig(cfg config.Config) rules.Config {
 	return rc
 }
 
+// newCompactor builds the bucket compactor; it works in <data-dir>/compact.
+func newCompactor(c config.CompactorConfig, bkt objstore.Bucket, dataDir string, logger *slog.Logger, reg prometheus.Registerer) (*compact.Compactor, error) {
+	ranges := make([]time.Duration, len(c.Ranges))
+	for i, r := range c.Ranges {
+		ranges[i] = time.Duration(r)
+	}
+	return compact.New(compact.Options{
+		Bucket:      bkt,
+		WorkDir:     filepath.Join(dataDir, "compact"),
+		Ranges:      ranges,
+		DeleteDelay: time.Duration(c.DeleteDelay),
+		Retention: compact.Retention{
+			Raw:         time.Duration(c.Retention.Raw),
+			FiveMinutes: time.Duration(c.Retention.FiveMinutes),
+			OneHour:     time.Duration(c.Retention.OneHour),
+		},
+		Downsample: c.Downsample,
+		Logger:     logger.With("component", "compactor"),
+		Registerer: reg,
+	})
+}
+
 // externalLabels are global.external_labels with meshlens_node set to the
 // host name unless the file sets it.
 func externalLabels(cfg config.Config) labels.Labels {
@@ -383,7 +422,7 @@ func externalLabels(cfg config.Config) labels.Labels {
 // bucketConfig returns the objstore YAML of the bucket: storage.bucket,
 // the file storage.bucket_file names, or a FILESYSTEM bucket in
 // <data-dir>/bucket.
-func (m *Main) bucketConfig(s config.StorageConfig) ([]byte, error) {
+func bucketConfig(s config.StorageConfig, dataDir string) ([]byte, error) {
 	switch {
 	case s.BucketFile != "":
 		b, err := os.ReadFile(s.BucketFile)
@@ -394,7 +433,7 @@ func (m *Main) bucketConfig(s config.StorageConfig) ([]byte, error) {
 	case s.Bucket.Type != "":
 		return yaml.Marshal(s.Bucket)
 	}
-	return yaml.Marshal(config.ObjstoreConfig{Type: "FILESYSTEM", Config: map[string]any{"directory": filepath.Join(m.DataDir, "bucket")}})
+	return yaml.Marshal(config.ObjstoreConfig{Type: "FILESYSTEM", Config: map[string]any{"directory": filepath.Join(dataDir, "bucket")}})
 }
 
 func writeOptions(cfg config.Config) remotewrite.WriteOptions {
