@@ -1,0 +1,479 @@
+package bucketstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/storage"
+	promtsdb "github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/tsdb/chunks"
+	"github.com/prometheus/prometheus/tsdb/index"
+	"github.com/thanos-io/objstore"
+
+	"github.com/meshlens/meshlens/tsdb"
+)
+
+var discard = slog.New(slog.DiscardHandler)
+
+// base is the start of the test data, on an hour boundary.
+var base = time.Date(2025, 1, 6, 0, 0, 0, 0, time.UTC).UnixMilli()
+
+const (
+	hourMs = int64(time.Hour / time.Millisecond)
+	// scrapeMs is the interval of the test samples; they are offset by
+	// sampleOffset so that none falls on a block or window boundary.
+	scrapeMs     = int64(15 * time.Second / time.Millisecond)
+	sampleOffset = int64(1000)
+)
+
+var extA = labels.FromStrings("cluster", "eu-1", "replica", "a")
+
+// sample is a float sample.
+type sample struct {
+	t int64
+	v float64
+}
+
+// dataset is the samples of each series, by the series' labels.
+type dataset map[string][]sample
+
+func (d dataset) add(lset labels.Labels, t int64, v float64) {
+	d[lset.String()] = append(d[lset.String()], sample{t, v})
+}
+
+// in returns the samples of d with mint <= t < maxt.
+func (d dataset) in(mint, maxt int64) dataset {
+	out := dataset{}
+	for k, ss := range d {
+		for _, s := range ss {
+			if s.t >= mint && s.t < maxt {
+				out[k] = append(out[k], s)
+			}
+		}
+	}
+	return out
+}
+
+// testSeries are the series of the test data: gauges with integer values
+// and a counter that resets.
+func testSeries() []labels.Labels {
+	var ls []labels.Labels
+	for i := range 4 {
+		ls = append(ls, labels.FromStrings("__name__", "test_metric", "instance", fmt.Sprintf("i%d", i), "job", "mesh"))
+	}
+	ls = append(ls, labels.FromStrings("__name__", "test_counter_total", "instance", "i0", "job", "mesh"))
+	return ls
+}
+
+// value is the value of series k at sample number i.
+func value(k, i int) float64 {
+	if k == 4 { // The counter: +3 per sample, reset every 500 samples.
+		return float64((i % 500) * 3)
+	}
+	return float64((i*7 + k*13) % 101)
+}
+
+// rawDB is a TSDB with the test data written into it.
+type rawDB struct {
+	db     *promtsdb.DB
+	data   dataset  // Everything appended.
+	blocks []string // Block directories, oldest first.
+	metas  []promtsdb.BlockMeta
+}
+
+// makeRawDB opens a TSDB in a temporary directory with 1h blocks, appends
+// the test series for hours, and compacts its head into blocks up to
+// hours-1 (the head keeps the rest). The TSDB stays open.
+func makeRawDB(t *testing.T, hours int) *rawDB {
+	t.Helper()
+	opts := promtsdb.DefaultOptions()
+	opts.MinBlockDuration = hourMs
+	opts.MaxBlockDuration = hourMs
+	opts.RetentionDuration = 0
+	db, err := promtsdb.Open(t.TempDir(), discard, nil, opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	r := &rawDB{db: db, data: dataset{}}
+	app := db.Appender(context.Background())
+	n := int(int64(hours) * hourMs / scrapeMs)
+	for i := range n {
+		ts := base + sampleOffset + int64(i)*scrapeMs
+		for k, lset := range testSeries() {
+			v := value(k, i)
+			if _, err := app.Append(0, lset, ts, v); err != nil {
+				t.Fatal(err)
+			}
+			r.data.add(lset, ts, v)
+		}
+	}
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	for h := range hours - 1 {
+		mint := base + int64(h)*hourMs
+		if err := db.CompactHead(promtsdb.NewRangeHead(db.Head(), mint, mint+hourMs-1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, b := range db.Blocks() {
+		r.blocks = append(r.blocks, b.Dir())
+		r.metas = append(r.metas, b.Meta())
+	}
+	if len(r.blocks) != hours-1 {
+		t.Fatalf("got %d blocks, want %d", len(r.blocks), hours-1)
+	}
+	return r
+}
+
+// upload puts the block in dir into bkt with a meta.json whose thanos
+// section has lset, resolution and source; without meta.json when withMeta
+// is false (a partial upload). It returns the meta.
+func upload(t *testing.T, bkt objstore.Bucket, dir string, lset labels.Labels, resolution int64, withMeta bool) *tsdb.Meta {
+	t.Helper()
+	ctx := context.Background()
+	m, err := tsdb.NewMeta(dir, lset, tsdb.SourceShipper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Thanos.Downsample.Resolution = resolution
+	id := m.ULID.String()
+	for _, f := range m.Thanos.Files {
+		if f.RelPath == tsdb.MetaFilename {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(f.RelPath)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bkt.Upload(ctx, path.Join(id, f.RelPath), bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if withMeta {
+		b, err := m.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bkt.Upload(ctx, path.Join(id, tsdb.MetaFilename), bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return m
+}
+
+// uploadJSON puts v as JSON at <id>/name.
+func uploadJSON(t *testing.T, bkt objstore.Bucket, id ulid.ULID, name string, v any) {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bkt.Upload(context.Background(), path.Join(id.String(), name), bytes.NewReader(b)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// deleteBlock deletes every object of block id.
+func deleteBlock(t *testing.T, bkt objstore.Bucket, id ulid.ULID) {
+	t.Helper()
+	ctx := context.Background()
+	err := bkt.Iter(ctx, id.String()+"/", func(name string) error {
+		return bkt.Delete(ctx, name)
+	}, objstore.WithRecursiveIter())
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newStore returns a synced Store on bkt with its own registry.
+func newStore(t *testing.T, bkt objstore.BucketReader, cacheDir string, o Options) (*Store, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	o.Bucket, o.CacheDir, o.Logger, o.Registerer = bkt, cacheDir, discard, reg
+	s, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if err := s.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s, reg
+}
+
+func counterValue(t *testing.T, c prometheus.Collector) float64 {
+	t.Helper()
+	return promtestutil.ToFloat64(c)
+}
+
+var engine = promql.NewEngine(promql.EngineOpts{
+	Logger:        discard,
+	MaxSamples:    50_000_000,
+	Timeout:       time.Minute,
+	LookbackDelta: 5 * time.Minute,
+})
+
+// rangeQuery runs a PromQL range query and returns its matrix by series.
+func rangeQuery(t *testing.T, q storage.Queryable, expr string, start, end, step int64) dataset {
+	t.Helper()
+	qry, err := engine.NewRangeQuery(context.Background(), q, nil, expr, time.UnixMilli(start), time.UnixMilli(end), time.Duration(step)*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qry.Close()
+	return matrixOf(t, qry.Exec(context.Background()))
+}
+
+// instantQuery runs a PromQL instant query that yields a matrix (a range
+// selector) and returns it by series.
+func instantQuery(t *testing.T, q storage.Queryable, expr string, ts int64) dataset {
+	t.Helper()
+	qry, err := engine.NewInstantQuery(context.Background(), q, nil, expr, time.UnixMilli(ts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qry.Close()
+	return matrixOf(t, qry.Exec(context.Background()))
+}
+
+func matrixOf(t *testing.T, res *promql.Result) dataset {
+	t.Helper()
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	m, err := res.Matrix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := dataset{}
+	for _, s := range m {
+		if len(s.Histograms) > 0 {
+			t.Fatalf("unexpected histograms in %s", s.Metric)
+		}
+		for _, p := range s.Floats {
+			out.add(s.Metric, p.T, p.F)
+		}
+	}
+	return out
+}
+
+// equalData fails t unless got and want hold the same samples, with
+// values within tol of each other.
+func equalData(t *testing.T, got, want dataset, tol float64) {
+	t.Helper()
+	keys := func(d dataset) []string {
+		var ks []string
+		for k := range d {
+			ks = append(ks, k)
+		}
+		slices.Sort(ks)
+		return ks
+	}
+	if !slices.Equal(keys(got), keys(want)) {
+		t.Fatalf("series: got %v, want %v", keys(got), keys(want))
+	}
+	for _, k := range keys(want) {
+		g, w := got[k], want[k]
+		if len(g) != len(w) {
+			t.Fatalf("%s: got %d samples, want %d (got %v..., want %v...)", k, len(g), len(w), head(g), head(w))
+		}
+		for i := range w {
+			if g[i].t != w[i].t || math.Abs(g[i].v-w[i].v) > tol*math.Max(1, math.Abs(w[i].v)) {
+				t.Fatalf("%s: sample %d: got %v, want %v", k, i, g[i], w[i])
+			}
+		}
+	}
+}
+
+func head(s []sample) []sample {
+	return s[:min(len(s), 5)]
+}
+
+func count(d dataset) int {
+	n := 0
+	for _, s := range d {
+		n += len(s)
+	}
+	return n
+}
+
+// cachedBlocks lists the block directories in the cache directory.
+func cachedBlocks(t *testing.T, dir string) []ulid.ULID {
+	t.Helper()
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []ulid.ULID
+	for _, de := range des {
+		if id, err := ulid.ParseStrict(de.Name()); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// encodeAggrChunk encodes the aggregate chunks of chks (count, sum, min,
+// max, counter; nil for absent) as Thanos's EncodeAggrChunk does.
+func encodeAggrChunk(chks [numAggrs]chunkenc.Chunk) *aggrChunk {
+	var b []byte
+	for _, c := range chks {
+		if c == nil {
+			b = binary.AppendUvarint(b, 0)
+			continue
+		}
+		b = binary.AppendUvarint(b, uint64(len(c.Bytes())))
+		b = append(b, byte(c.Encoding()))
+		b = append(b, c.Bytes()...)
+	}
+	c := aggrChunk(b)
+	return &c
+}
+
+// downsampleRaw makes one aggregate chunk of the samples ss at resolution
+// res, as Thanos's downsampleRawLoop does for one batch: per window
+// count, sum, min, max and the counter with resets removed, stamped with
+// the window's last millisecond (the last window with the last sample's
+// time), and the counter framed by the first and last raw values.
+func downsampleRaw(ss []sample, res int64) chunks.Meta {
+	var (
+		xs   [numAggrs]chunkenc.Chunk
+		apps [numAggrs]chunkenc.Appender
+	)
+	for i := range xs {
+		xs[i] = chunkenc.NewXORChunk()
+		apps[i], _ = xs[i].Appender()
+	}
+	lastT := ss[len(ss)-1].t
+	apps[aggrCounter].Append(0, ss[0].t, ss[0].v)
+	var (
+		cnt                  int
+		sum, mn, mx, counter float64
+		last                 float64
+		total                int
+		windowEnd            = int64(-1)
+	)
+	flush := func() {
+		apps[aggrCount].Append(0, windowEnd, float64(cnt))
+		apps[aggrSum].Append(0, windowEnd, sum)
+		apps[aggrMin].Append(0, windowEnd, mn)
+		apps[aggrMax].Append(0, windowEnd, mx)
+		apps[aggrCounter].Append(0, windowEnd, counter)
+	}
+	for _, s := range ss {
+		if s.t > windowEnd {
+			if windowEnd != -1 {
+				flush()
+			}
+			cnt, sum, mn, mx = 0, 0, math.MaxFloat64, -math.MaxFloat64
+			windowEnd = min(s.t-s.t%res+res-1, lastT)
+		}
+		switch {
+		case total == 0:
+			counter = s.v
+		case s.v < last:
+			counter += s.v
+		default:
+			counter += s.v - last
+		}
+		last = s.v
+		total++
+		cnt++
+		sum += s.v
+		mn, mx = min(mn, s.v), max(mx, s.v)
+	}
+	flush()
+	apps[aggrCounter].Append(0, windowEnd, ss[len(ss)-1].v)
+	return chunks.Meta{MinTime: ss[0].t, MaxTime: windowEnd, Chunk: encodeAggrChunk(xs)}
+}
+
+// writeDownsampledBlock writes a block of resolution res over
+// [mint, maxt) into a new directory under parent, with one aggregate
+// chunk per series of data, and returns the block's directory.
+func writeDownsampledBlock(t *testing.T, parent string, data dataset, mint, maxt, res int64) string {
+	t.Helper()
+	id := ulid.Make()
+	dir := filepath.Join(parent, id.String())
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	var series []labels.Labels
+	for _, lset := range testSeries() {
+		if _, ok := data.in(mint, maxt)[lset.String()]; ok {
+			series = append(series, lset)
+		}
+	}
+	slices.SortFunc(series, labels.Compare)
+	syms := map[string]struct{}{}
+	for _, l := range series {
+		l.Range(func(l labels.Label) { syms[l.Name], syms[l.Value] = struct{}{}, struct{}{} })
+	}
+	cw, err := chunks.NewWriter(filepath.Join(dir, tsdb.ChunksDirname))
+	if err != nil {
+		t.Fatal(err)
+	}
+	iw, err := index.NewWriter(context.Background(), filepath.Join(dir, tsdb.IndexFilename))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sorted := make([]string, 0, len(syms))
+	for s := range syms {
+		sorted = append(sorted, s)
+	}
+	slices.Sort(sorted)
+	for _, s := range sorted {
+		if err := iw.AddSymbol(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stats := promtsdb.BlockStats{}
+	in := data.in(mint, maxt)
+	for i, lset := range series {
+		chk := []chunks.Meta{downsampleRaw(in[lset.String()], res)}
+		if err := cw.WriteChunks(chk...); err != nil { // Sets the references.
+			t.Fatal(err)
+		}
+		if err := iw.AddSeries(storage.SeriesRef(i+1), lset, chk...); err != nil {
+			t.Fatal(err)
+		}
+		stats.NumSeries++
+		stats.NumChunks++
+		stats.NumSamples += uint64(chk[0].Chunk.NumSamples())
+	}
+	if err := cw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := iw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bm := promtsdb.BlockMeta{ULID: id, MinTime: mint, MaxTime: maxt, Stats: stats, Version: 1}
+	bm.Compaction.Level = 1
+	bm.Compaction.Sources = []ulid.ULID{id}
+	b, err := json.Marshal(bm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, tsdb.MetaFilename), b, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
