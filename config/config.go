@@ -136,6 +136,9 @@ type StorageConfig struct {
 	Bucket ObjstoreConfig `yaml:"bucket"`
 	// BucketFile names a file holding the bucket configuration instead.
 	BucketFile string `yaml:"bucket_file"`
+	// BucketCacheSize bounds the on-disk cache (<data-dir>/bucket-cache) of
+	// bucket blocks downloaded for queries.
+	BucketCacheSize Bytes `yaml:"bucket_cache_size"`
 	// LocalRetention is how long shipped blocks stay on local disk. A block
 	// is never deleted locally before its upload is confirmed. 0 keeps them.
 	LocalRetention Duration `yaml:"local_retention"`
@@ -210,7 +213,7 @@ type RemoteReadConfig struct {
 // values are Prometheus's own defaults wherever Prometheus has the setting.
 func Default() Config {
 	return Config{
-		Storage: StorageConfig{LocalRetention: Duration(6 * time.Hour), TSDB: TSDBConfig{
+		Storage: StorageConfig{LocalRetention: Duration(6 * time.Hour), BucketCacheSize: 10 << 30, TSDB: TSDBConfig{
 			Retention:        Duration(15 * 24 * time.Hour),
 			MaxExemplars:     100000,
 			MinBlockDuration: Duration(2 * time.Hour),
@@ -291,6 +294,7 @@ func (c Config) Validate() error {
 		{t.MinBlockDuration > 0, "storage.tsdb.min_block_duration", "must be positive"},
 		{t.MaxBlockDuration >= t.MinBlockDuration, "storage.tsdb.max_block_duration", "must be at least min_block_duration"},
 		{c.Storage.LocalRetention >= 0, "storage.local_retention", "must not be negative"},
+		{c.Storage.BucketCacheSize > 0, "storage.bucket_cache_size", "must be positive"},
 		{c.Storage.Bucket.Type == "" || c.Storage.BucketFile == "", "storage.bucket_file", "cannot be set together with storage.bucket"},
 		{c.Storage.Bucket.Type != "" || (c.Storage.Bucket.Config == nil && c.Storage.Bucket.Prefix == ""), "storage.bucket.type", "is required"},
 		{c.Query.Timeout > 0, "query.timeout", "must be positive"},

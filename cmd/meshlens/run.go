@@ -33,6 +33,7 @@ import (
 	"github.com/meshlens/meshlens/remotewrite"
 	"github.com/meshlens/meshlens/rules"
 	"github.com/meshlens/meshlens/tsdb"
+	"github.com/meshlens/meshlens/tsdb/bucketstore"
 	"github.com/meshlens/meshlens/tsdb/compact"
 )
 
@@ -60,6 +61,7 @@ type Main struct {
 
 	db        *tsdb.DB
 	shipper   *tsdb.Shipper
+	bucket    *bucketstore.Store
 	compactor *compact.Compactor
 	engine    *promql.Engine
 	write     *remotewrite.WriteHandler
@@ -152,6 +154,18 @@ func (m *Main) Open() (err error) {
 	if err != nil {
 		return err
 	}
+	m.bucket, err = bucketstore.New(bucketstore.Options{
+		Bucket:     bkt,
+		CacheDir:   filepath.Join(m.DataDir, "bucket-cache"),
+		CacheBytes: int64(cfg.Storage.BucketCacheSize),
+		Logger:     quietLogger.With("component", "bucket store"),
+		Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	// Queries, rules and remote read see the local TSDB and the bucket.
+	store := tsdb.Merged{DB: m.db, Bucket: m.bucket}
 	q := cfg.Query
 	tracker, err := promql.NewActiveQueryTracker(m.DataDir, q.MaxConcurrency, m.logger.With("component", "query tracker"))
 	if err != nil {
@@ -162,7 +176,7 @@ func (m *Main) Open() (err error) {
 	meta := remotewrite.NewMetadataStore()
 	m.write = remotewrite.NewWriteHandler(m.logger.With("component", "remote write"), m.db, meta, writeOptions(cfg))
 	rr := cfg.RemoteRead
-	read := remotewrite.NewReadHandler(m.logger.With("component", "remote read"), reg, m.db, remotewrite.ReadOptions{
+	read := remotewrite.NewReadHandler(m.logger.With("component", "remote read"), reg, store, remotewrite.ReadOptions{
 		SampleLimit: rr.SampleLimit, ConcurrentLimit: rr.ConcurrentLimit, MaxBytesInFrame: int(rr.MaxBytesInFrame),
 	})
 
@@ -174,7 +188,7 @@ func (m *Main) Open() (err error) {
 	m.rules, err = rules.New(rules.Options{
 		Logger:          quietLogger.With("component", "rules"),
 		Registerer:      reg,
-		Queryable:       m.db,
+		Queryable:       store,
 		Appendable:      m.db,
 		Engine:          m.engine,
 		Parser:          newParser(q),
@@ -187,7 +201,7 @@ func (m *Main) Open() (err error) {
 	}
 	handler := api.New(api.Options{
 		Logger:        m.logger.With("component", "api"),
-		Storage:       m.db,
+		Storage:       store,
 		Engine:        m.engine,
 		Write:         m.write,
 		Read:          read,
@@ -254,6 +268,10 @@ func (m *Main) Run(ctx context.Context) error {
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error { return m.shipper.Run(ctx) }, func(error) { cancel() })
 	}
+	{
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { return m.bucket.Run(ctx) }, func(error) { cancel() })
+	}
 	if m.compactor != nil {
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error {
@@ -298,6 +316,10 @@ func (m *Main) Close() error {
 	if m.engine != nil {
 		err = m.engine.Close()
 		m.engine = nil
+	}
+	if m.bucket != nil {
+		err = errors.Join(err, m.bucket.Close())
+		m.bucket = nil
 	}
 	if m.db != nil {
 		err = errors.Join(err, m.db.Close())
