@@ -10,7 +10,8 @@ import (
 // blocks in the bucket. The local TSDB covers a contiguous range up to now
 // (the head and the blocks before it); bucket blocks are read only before
 // that range, so recent queries never download what is on local disk. A
-// failing bucket turns into warnings, not failed queries.
+// failing bucket fails the queries that need it rather than answering them
+// with a silent gap.
 type Merged struct {
 	*DB
 	Bucket storage.SampleAndChunkQueryable
@@ -46,7 +47,7 @@ func (m Merged) Querier(mint, maxt int64) (storage.Querier, error) {
 		local.Close()
 		return nil, err
 	}
-	return storage.NewMergeQuerier([]storage.Querier{local}, []storage.Querier{bucket}, storage.ChainedSeriesMerge), nil
+	return storage.NewMergeQuerier([]storage.Querier{local, bucket}, nil, storage.ChainedSeriesMerge), nil
 }
 
 // ChunkQuerier implements storage.ChunkQueryable.
@@ -64,5 +65,5 @@ func (m Merged) ChunkQuerier(mint, maxt int64) (storage.ChunkQuerier, error) {
 		local.Close()
 		return nil, err
 	}
-	return storage.NewMergeChunkQuerier([]storage.ChunkQuerier{local}, []storage.ChunkQuerier{bucket}, storage.NewCompactingChunkSeriesMerger(storage.ChainedSeriesMerge)), nil
+	return storage.NewMergeChunkQuerier([]storage.ChunkQuerier{local, bucket}, nil, storage.NewCompactingChunkSeriesMerger(storage.ChainedSeriesMerge)), nil
 }
