@@ -90,7 +90,7 @@ var load = sync.OnceValues(func() (*loaded, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read rule pack %s: %w", name, err)
 		}
-		t, err := template.New(name + ".yml").Delims("[[", "]]").Option("missingkey=error").Parse(string(src))
+		t, err := template.New(name+".yml").Delims("[[", "]]").Option("missingkey=error").Parse(string(src))
 		if err != nil {
 			return nil, fmt.Errorf("parse rule pack %s: %w", name, err)
 		}

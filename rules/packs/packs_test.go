@@ -26,7 +26,10 @@ const (
 	selMarkerValue = "x"
 )
 
-var selMarker = selMarkerName + `="` + selMarkerValue + `"`
+var (
+	selMarker = selMarkerName + `="` + selMarkerValue + `"`
+	alertName = regexp.MustCompile(`^[A-Z][A-Za-z0-9]+$`)
+)
 
 func parseRules(t *testing.T, pack string, data []byte) *rulefmt.RuleGroups {
 	t.Helper()
@@ -68,7 +71,6 @@ func TestRenderParses(t *testing.T) {
 func TestRulesShape(t *testing.T) {
 	p := parser.NewParser(parser.Options{})
 	groupName := regexp.MustCompile(`^mesh-[a-z]+(-[a-z]+)*$`)
-	alertName := regexp.MustCompile(`^[A-Z][A-Za-z0-9]+$`)
 	for _, pack := range Names() {
 		t.Run(pack, func(t *testing.T) {
 			data, err := Render(pack, nil, selMarker)
@@ -107,13 +109,12 @@ func TestRulesShape(t *testing.T) {
 			}
 		})
 	}
-	_ = alertName
 }
 
 func checkAlert(t *testing.T, group string, r rulefmt.Rule, expr parser.Expr) {
 	t.Helper()
 	name := group + "/" + r.Alert
-	if !regexp.MustCompile(`^[A-Z][A-Za-z0-9]+$`).MatchString(r.Alert) {
+	if !alertName.MatchString(r.Alert) {
 		t.Errorf("%s: alert name not in CamelCase", name)
 	}
 	switch r.Labels["severity"] {
