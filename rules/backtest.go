@@ -24,6 +24,9 @@ type BacktestOptions struct {
 	// Notify sends the alerts to the configured Alertmanagers as the running
 	// engine would have sent them at each evaluation.
 	Notify bool
+	// Labels are added to every alert sent, so that Alertmanager tells
+	// backtest alerts from live ones (for example backtest="true").
+	Labels labels.Labels
 }
 
 // Scratch is a writable storage for Backtest.
@@ -71,7 +74,21 @@ func (e *Engine) Backtest(ctx context.Context, o BacktestOptions) ([]FiredAlert,
 	})
 	notify := func(context.Context, string, ...*promrules.Alert) {}
 	if o.Notify {
-		notify = e.notify
+		notify = func(ctx context.Context, expr string, alerts ...*promrules.Alert) {
+			if o.Labels.IsEmpty() {
+				e.notify(ctx, expr, alerts...)
+				return
+			}
+			marked := make([]*promrules.Alert, len(alerts))
+			for i, a := range alerts {
+				c := *a
+				b := labels.NewBuilder(a.Labels)
+				o.Labels.Range(func(l labels.Label) { b.Set(l.Name, l.Value) })
+				c.Labels = b.Labels()
+				marked[i] = &c
+			}
+			e.notify(ctx, expr, marked...)
+		}
 	}
 	m := promrules.NewManager(e.managerOptions(q, o.Scratch, nil, notify))
 	loaded, errs := m.LoadGroups(cfg.Interval, cfg.ExternalLabels, urlString(cfg.ExternalURL), nil, false, ids...)

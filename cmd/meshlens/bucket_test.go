@@ -210,6 +210,27 @@ func TestCompactCommand(t *testing.T) {
 	if compacted == 0 || marked < 4 {
 		t.Errorf("after compaction: %d compacted blocks, %d blocks marked for deletion; want an 8h block from four 2h sources", compacted, marked)
 	}
+
+	// meshlens bucket ls shows the blocks with their level and marks;
+	// inspect gives the same as JSON.
+	var out, errOut strings.Builder
+	if code := bucketCommand(context.Background(), &out, &errOut, []string{"ls", "--data-dir", dir}); code != 0 {
+		t.Fatalf("meshlens bucket ls: exit %d: %s", code, errOut.String())
+	}
+	if lines := strings.Count(out.String(), "\n"); lines != len(before)+compacted+1 || !strings.Contains(out.String(), "deletion") {
+		t.Errorf("meshlens bucket ls printed %d lines, want a header and %d blocks with deletion marks:\n%s", lines, len(before)+compacted, out.String())
+	}
+	out.Reset()
+	if code := bucketCommand(context.Background(), &out, &errOut, []string{"inspect", "--data-dir", dir}); code != 0 {
+		t.Fatalf("meshlens bucket inspect: exit %d: %s", code, errOut.String())
+	}
+	var infos []struct {
+		CompactionLevel int               `json:"compactionLevel"`
+		Labels          map[string]string `json:"labels"`
+	}
+	if err := json.Unmarshal([]byte(out.String()), &infos); err != nil || len(infos) != len(before)+compacted {
+		t.Errorf("meshlens bucket inspect: %v, %d blocks, want %d:\n%s", err, len(infos), len(before)+compacted, out.String())
+	}
 }
 
 // TestQueriesSpanBucketAfterCompaction backfills a small simulated mesh over

@@ -6,6 +6,7 @@
 //	meshlens rules test FILE...   run rule unit tests (promtool's format)
 //	meshlens rules check FILE...  check rule files (like promtool check rules)
 //	meshlens compact [--once]     compact, downsample and apply retention to the bucket
+//	meshlens bucket ls|inspect    list the blocks in the bucket
 package main
 
 import (
@@ -23,6 +24,8 @@ func main() {
 		switch os.Args[1] {
 		case "rules":
 			os.Exit(rulesCommand(context.Background(), os.Stdout, os.Stderr, os.Args[2:]))
+		case "bucket":
+			os.Exit(bucketCommand(context.Background(), os.Stdout, os.Stderr, os.Args[2:]))
 		case "compact":
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			code := compactCommand(ctx, os.Stderr, os.Args[2:])
