@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -21,7 +22,7 @@ func (m *Main) runLoad(ctx context.Context, args []string) error {
 		concurrency = fs.Int("concurrency", 4, "requests in flight")
 		duration    = fs.Duration("duration", 0, "stop after this long (default 30s when --requests is not set)")
 		requests    = fs.Int64("requests", 0, "stop after this many requests")
-		rate        = fs.Float64("rate", 0, "samples per second to send (0: as fast as the receiver accepts)")
+		rate        = fs.Float64("rate", 0, "samples (spans, with --traces-url) per second to send (0: as fast as the receiver accepts)")
 		step        = fs.Duration("step", 0, "timestamp advance per round (0: wall-clock timestamps)")
 		seed        = fs.Int64("seed", 1, "random seed of the simulated mesh the series come from")
 		clusters    = fs.Int("clusters", 2, "clusters of the simulated mesh")
@@ -30,11 +31,18 @@ func (m *Main) runLoad(ctx context.Context, args []string) error {
 		progress    = fs.Duration("progress", 5*time.Second, "progress line interval on stderr (0: none)")
 		asJSON      = fs.Bool("json", false, "print the summary as JSON on stdout")
 		headers     = fs.String("headers", "", "extra request headers, comma-separated Name=Value")
+		tracesURL   = fs.String("traces-url", "", "send spans instead: Zipkin http://HOST:9411/api/v2/spans or OTLP http://HOST:4318/v1/traces")
+		tracesFmt   = fs.String("traces-format", "zipkin", "span format with --traces-url: zipkin (v2 JSON) or otlp (OTLP/HTTP protobuf)")
+		spr2        = fs.Int("spans-per-request", 1000, "spans per request with --traces-url (whole traces, so about this many)")
+		services    = fs.Int("services", 30, "services of the simulated mesh the spans come from (with --traces-url)")
 	)
 	if err := m.parse(fs, lvl, args); err != nil {
 		return err
 	}
-	if *url == "" {
+	if *url != "" && *tracesURL != "" {
+		return errors.New("load: give --url (remote write) or --traces-url (spans), not both")
+	}
+	if *url == "" && *tracesURL == "" {
 		return load.ErrNoURL
 	}
 	p, err := rw.ParseProtocol(*protocol)
@@ -53,6 +61,13 @@ func (m *Main) runLoad(ctx context.Context, args []string) error {
 			}
 			hdr[k] = v
 		}
+	}
+	if *tracesURL != "" {
+		return m.loadSpans(ctx, spanLoad{url: *tracesURL, format: *tracesFmt, spr: *spr2, services: *services,
+			seed: *seed, clusters: *clusters, json: *asJSON}, load.SpanOptions{
+			URL: *tracesURL, Concurrency: *concurrency, Duration: *duration, Requests: *requests, Rate: *rate,
+			Timeout: *timeout, Progress: *progress, ProgressOut: m.Stderr, Headers: hdr, Logger: m.Logger,
+		})
 	}
 	if *series < 1 || *spr < 1 || *concurrency < 1 {
 		return fmt.Errorf("--series %d, --samples-per-request %d and --concurrency %d must be positive", *series, *spr, *concurrency)
@@ -76,6 +91,46 @@ func (m *Main) runLoad(ctx context.Context, args []string) error {
 		return err
 	}
 	if *asJSON {
+		enc := json.NewEncoder(m.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(sum)
+	}
+	fmt.Fprint(m.Stdout, sum.String())
+	return nil
+}
+
+type spanLoad struct {
+	url, format             string
+	spr, services, clusters int
+	seed                    int64
+	json                    bool
+}
+
+// loadSpans is load with --traces-url: whole simulated traces, encoded
+// once and re-stamped per request (new trace ids, current timestamps).
+func (m *Main) loadSpans(ctx context.Context, sl spanLoad, opts load.SpanOptions) error {
+	f, err := load.ParseSpanFormat(sl.format)
+	if err != nil {
+		return err
+	}
+	if sl.spr < 1 || opts.Concurrency < 1 {
+		return fmt.Errorf("--spans-per-request %d and --concurrency %d must be positive", sl.spr, opts.Concurrency)
+	}
+	begin := time.Now()
+	d, err := load.BuildSpanDataset(load.SpanDatasetOptions{Seed: sl.seed, Services: sl.services, Clusters: sl.clusters,
+		Format: f, SpansPerRequest: sl.spr, Bodies: max(64, 4*opts.Concurrency)})
+	if err != nil {
+		return err
+	}
+	m.Logger.Info("spans built", "spans", d.Spans, "traces", d.Traces, "took", time.Since(begin))
+	if opts.Progress == 0 {
+		opts.Progress = -1
+	}
+	sum, err := load.RunSpans(ctx, opts, d)
+	if err != nil {
+		return err
+	}
+	if sl.json {
 		enc := json.NewEncoder(m.Stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(sum)

@@ -1,13 +1,16 @@
 // Command meshsim simulates a service mesh (Istio/Envoy across several
 // Kubernetes clusters) and sends what its Prometheus servers and sidecars
-// would send: remote-write metrics and Zipkin spans. It is demo traffic,
-// an end-to-end fixture and a remote-write load generator.
+// would send: remote-write metrics (through Prometheus's own remote-write
+// queue) and spans (Zipkin v2 JSON or OTLP/HTTP). It is demo traffic, an
+// end-to-end fixture and a load generator.
 //
 //	meshsim topology [--services N --clusters N --seed S] [--json]
 //	meshsim load     --url URL --series N [--protocol 1.0|2.0] [--duration D | --requests N] [--json]
-//	meshsim run      --url URL | --listen ADDR [--traces-url URL] [--scenario FILE]
+//	meshsim load     --traces-url URL [--traces-format zipkin|otlp] [--duration D | --requests N] [--json]
+//	meshsim run      --url URL | --listen ADDR [--traces-url URL] [--scenario FILE] [--mesh istio|linkerd] [--ha]
 //	meshsim backfill --url URL --hours H [--scenario FILE]
 //	meshsim scenario FILE...   (validate scenario files)
+//	meshsim sink     [--listen ADDR]   (discard what load sends, to measure meshsim)
 package main
 
 import (
@@ -48,10 +51,11 @@ const usage = `usage: meshsim COMMAND [flags]
 
 commands:
   topology   print the simulated mesh (text or --json)
-  load       remote-write load generator for benchmarks
+  load       remote-write (--url) or span (--traces-url) load generator for benchmarks
   run        real-time simulation: remote write (--url) and/or /metrics pages (--listen), spans (--traces-url)
   backfill   write --hours of history as fast as the receiver accepts
   scenario   validate scenario files
+  sink       accept and discard remote write and spans (to measure meshsim)
 
 Run "meshsim COMMAND -h" for the flags of a command.
 `
@@ -74,6 +78,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.runBackfill(ctx, rest)
 	case "scenario":
 		return m.runScenario(ctx, rest)
+	case "sink":
+		return m.runSink(ctx, rest)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(m.Stdout, usage)
 		return nil

@@ -1,5 +1,16 @@
-// Package load sends remote-write requests as fast as a receiver accepts
-// them (or at a set rate) and measures what it accepted.
+// Package load sends remote-write requests, or spans, as fast as a
+// receiver accepts them (or at a set rate) and measures what it accepted:
+// rate, request latency (p50, p90, p99, max) and answers by status code.
+//
+// Unlike run and backfill, which send through Prometheus's own queue
+// (package emit), load builds its requests itself: a benchmark needs the
+// generator to out-run the receiver by a wide margin, and the Prometheus
+// path (appender, WAL write, WAL watcher, queue, gogo protobuf) costs
+// several times more CPU per sample than copying pre-encoded labels, so
+// on the same machine it would measure meshsim rather than the receiver
+// (docs/BENCHMARKS.md has both rates). The requests are what Prometheus
+// sends: the same messages, headers and snappy framing; load does not
+// retry, so that every answer counts once.
 //
 // The series are encoded once. Each round gives every series one sample
 // with a later timestamp than the round before; each request carries a

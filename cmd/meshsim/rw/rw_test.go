@@ -71,45 +71,6 @@ func pairsOf(ls labels.Labels) [][2]string {
 	return p
 }
 
-func TestBuilderRoundTrip(t *testing.T) {
-	lsets := testSeries(5)
-	ex := &Exemplar{Labels: labels.FromStrings("trace_id", "0af7651916cd43dd8448eb211c80319c", "span_id", "b7ad6b7169203331"), V: 12.5, T: 999}
-	for _, p := range []Protocol{V1, V2} {
-		t.Run(string(p), func(t *testing.T) {
-			b := NewBuilder(p)
-			for round := range 2 {
-				b.Reset()
-				for i, ls := range lsets {
-					var e *Exemplar
-					if i == 2 {
-						e = ex
-					}
-					b.Add(ls, TypeHistogram, int64(1000+round), float64(i), e)
-				}
-				dec := decodeV1
-				if p == V2 {
-					dec = decodeV2
-				}
-				got, err := dec(b.Bytes())
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(got) != 5 || b.Samples() != 5 || b.Exemplars() != 1 {
-					t.Fatalf("got %d series, %d samples, %d exemplars", len(got), b.Samples(), b.Exemplars())
-				}
-				want := `span_id="b7ad6b7169203331",trace_id="0af7651916cd43dd8448eb211c80319c" 12.5 999`
-				if len(got[2].Exemplars) != 1 || got[2].Exemplars[0] != want {
-					t.Fatalf("exemplars %q, want %q", got[2].Exemplars, want)
-				}
-				buf := make([]byte, b.Size())
-				if n, _ := b.MarshalToSizedBuffer(buf); n != len(buf) {
-					t.Fatalf("MarshalToSizedBuffer wrote %d of %d", n, len(buf))
-				}
-			}
-		})
-	}
-}
-
 func BenchmarkSeriesSet(b *testing.B) {
 	lsets := make([]labels.Labels, 2000)
 	for i := range lsets {

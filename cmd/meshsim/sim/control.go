@@ -21,14 +21,19 @@ func (s *Sim) updateControlPlane(now time.Time, off time.Duration) {
 		if t.kind != tkSidecar {
 			continue
 		}
-		if d := st.certDays[ti]; d >= 0 {
-			s.vals[t.base] = math.Floor(d)
-			continue
+		days := st.certDays[ti]
+		if days < 0 {
+			life := float64(s.topo.Services[t.service].CertLifetimeHours) / 24
+			rot := life * 2 / 3
+			age := math.Mod(off.Hours()/24+t.certPhase*rot, rot)
+			days = life - age
 		}
-		life := float64(s.topo.Services[t.service].CertLifetimeHours) / 24
-		rot := life * 2 / 3
-		age := math.Mod(off.Hours()/24+t.certPhase*rot, rot)
-		s.vals[t.base] = math.Floor(life - age)
+		if s.linkerd {
+			// identity_cert_expiration_timestamp_seconds
+			s.vals[t.base] = math.Floor(float64(now.Unix()) + days*86400)
+		} else {
+			s.vals[t.base] = math.Floor(days)
+		}
 	}
 	proxies := make([]float64, len(s.topo.Clusters))
 	for ti := range s.targets {

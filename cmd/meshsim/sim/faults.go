@@ -212,6 +212,9 @@ func (s *Sim) applyFault(f *scenario.Fault, off time.Duration) {
 			})
 		}
 	case scenario.IstiodDown:
+		if s.istiod == nil {
+			break // Linkerd: no istiod
+		}
 		for _, c := range s.faultClusters(f) {
 			st.down[s.istiod[c]] = true
 		}

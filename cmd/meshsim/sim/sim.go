@@ -45,6 +45,8 @@ type Options struct {
 	MaxTracesPerStep int
 	// MaxSpansPerTrace caps the size of one trace; zero means 300.
 	MaxSpansPerTrace int
+	// Mesh selects the proxies' metrics; zero means MeshIstio.
+	Mesh Mesh
 }
 
 // Sample is one value of one series.
@@ -98,11 +100,12 @@ type target struct {
 	namespace string
 	pod       string
 	ip        string
-	offset    int64 // ms before the step time at which it is scraped
+	extra     []labels.Label // more target labels (Linkerd's pod labels), sorted
+	offset    int64          // ms before the step time at which it is scraped
 	service   int
 	version   int
 	up        Ref
-	base      Ref // istiod: first istiod series; sidecar: envoy_server_days_until_first_cert_expiring
+	base      Ref // istiod: first istiod series; sidecar: its certificate gauge
 	restarts  Ref // sidecar: kube_pod_container_status_restarts_total (on the KSM target)
 	refs      []Ref
 	wasDown   bool
@@ -112,6 +115,7 @@ type target struct {
 // Sim is a running simulation. It is not safe for concurrent use.
 type Sim struct {
 	opts     Options
+	linkerd  bool
 	topo     *topology.Topology
 	traffic  *topology.Traffic
 	seed     uint64
@@ -135,6 +139,9 @@ type Sim struct {
 	groups    map[groupKey]Ref
 	pending   map[groupKey]float64 // requests counted before a group exists
 	upstreams map[[2]int32]Ref     // (src target, dst service) -> first envoy upstream series
+	// Linkerd series groups and the requests counted before they exist.
+	lkGroups  map[lkKey]Ref
+	lkPending map[lkKey]float64
 
 	eff     []effect // per flow, for the current step
 	state   stepState
@@ -193,6 +200,12 @@ func New(opts Options) (*Sim, error) {
 	if opts.MaxSpansPerTrace == 0 {
 		opts.MaxSpansPerTrace = 300
 	}
+	if opts.Mesh == "" {
+		opts.Mesh = MeshIstio
+	}
+	if _, err := ParseMesh(string(opts.Mesh)); err != nil {
+		return nil, err
+	}
 	if opts.Scenario != nil {
 		if err := opts.Scenario.Bind(opts.Topology); err != nil {
 			return nil, err
@@ -210,6 +223,9 @@ func New(opts Options) (*Sim, error) {
 		pending:   make(map[groupKey]float64),
 		upstreams: make(map[[2]int32]Ref),
 		exByRef:   make(map[Ref]Exemplar),
+		linkerd:   opts.Mesh == MeshLinkerd,
+		lkGroups:  make(map[lkKey]Ref),
+		lkPending: make(map[lkKey]float64),
 	}
 	nc := len(t.Clusters)
 	s.batch.Samples = make([][]Sample, nc)
@@ -275,6 +291,11 @@ func (s *Sim) baseLabels(tg int32, lbls ...string) labels.Labels {
 	b = append(b, labels.Label{Name: "cluster", Value: s.topo.Clusters[t.cluster]},
 		labels.Label{Name: "instance", Value: t.instance},
 		labels.Label{Name: "job", Value: t.job})
+	for _, l := range t.extra {
+		if !has(l.Name) {
+			b = append(b, l)
+		}
+	}
 	if !has("namespace") {
 		b = append(b, labels.Label{Name: "namespace", Value: t.namespace})
 	}

@@ -37,12 +37,17 @@ func (s *Sim) buildTargets() {
 	topo := s.topo
 	nc := len(topo.Clusters)
 	s.pods = make([][][][]int32, len(topo.Services))
-	s.istiod = make([]int32, nc)
 	s.ksm = make([]int32, nc)
+	if !s.linkerd {
+		s.istiod = make([]int32, nc)
+	}
 	for c := range nc {
 		ip := fmt.Sprintf("10.%d.0.%d", 16+c, 10)
 		s.ksm[c] = s.addTarget(target{kind: tkKSM, cluster: c, job: JobKSM, namespace: "kube-system",
 			pod: podName("kube-state-metrics", hash(s.seed, 1, uint64(c))), ip: ip, instance: ip + ":8080"})
+		if s.linkerd {
+			continue
+		}
 		ip = fmt.Sprintf("10.%d.0.%d", 16+c, 11)
 		s.istiod[c] = s.addTarget(target{kind: tkIstiod, cluster: c, job: JobIstiod, namespace: topology.IstioNamespace,
 			pod: podName("istiod", hash(s.seed, 2, uint64(c))), ip: ip, instance: ip + ":15014"})
@@ -58,10 +63,14 @@ func (s *Sim) buildTargets() {
 					podSeq[c]++
 					k := podSeq[c] + 20
 					ip := fmt.Sprintf("10.%d.%d.%d", 16+c, k/250+1, k%250+2)
-					id := s.addTarget(target{kind: tkSidecar, cluster: c, job: JobPods, namespace: svc.Namespace,
+					t := target{kind: tkSidecar, cluster: c, job: JobPods, namespace: svc.Namespace,
 						pod: podName(svc.Workload(v), hash(s.seed, 3, uint64(c), uint64(si), uint64(v), uint64(r))),
 						ip:  ip, instance: ip + ":15020", service: si, version: v,
-						certPhase: float64(hash(s.seed, 4, uint64(c), uint64(si), uint64(v), uint64(r))%1000) / 1000})
+						certPhase: float64(hash(s.seed, 4, uint64(c), uint64(si), uint64(v), uint64(r))%1000) / 1000}
+					if s.linkerd {
+						s.linkerdTarget(&t, svc, v)
+					}
+					id := s.addTarget(t)
 					s.pods[si][c][v] = append(s.pods[si][c][v], id)
 				}
 			}
@@ -75,10 +84,14 @@ func (s *Sim) buildTargets() {
 		t.up = s.newSeries(id, Gauge, true, "__name__", "up")
 		switch t.kind {
 		case tkSidecar:
-			t.base = s.newSeries(id, Gauge, true, "__name__", "envoy_server_days_until_first_cert_expiring")
+			cert, container := "envoy_server_days_until_first_cert_expiring", "istio-proxy"
+			if s.linkerd {
+				cert, container = MetricLinkerdCertExpiry, "linkerd-proxy"
+			}
+			t.base = s.newSeries(id, Gauge, true, "__name__", cert)
 			tt := *t
 			t.restarts = s.newSeries(s.ksm[t.cluster], Counter, true, "__name__", "kube_pod_container_status_restarts_total",
-				"namespace", tt.namespace, "pod", tt.pod, "container", "istio-proxy")
+				"namespace", tt.namespace, "pod", tt.pod, "container", container)
 		case tkIstiod:
 			s.buildIstiod(id)
 		}
@@ -137,7 +150,7 @@ func (s *Sim) buildFlows() {
 		s.flowsFrom[k] = append(s.flowsFrom[k], int32(i))
 		// Envoy creates the upstream cluster stats of every service a
 		// sidecar may call as soon as it receives the configuration.
-		if !fl.tcp {
+		if !fl.tcp && !s.linkerd {
 			for _, p := range fl.srcPods {
 				s.upstream(p, f.To)
 			}

@@ -45,6 +45,9 @@ func (s *Sim) hopParams(fi int) hop {
 	if e.retryAttempts > 0 {
 		h.attempts = e.retryAttempts
 	}
+	if s.linkerd {
+		h.attempts = 0 // Linkerd retries only where a route says so
+	}
 	if h.timeout == 0 {
 		h.timeout = 10000
 	}
@@ -110,7 +113,11 @@ func (s *Sim) updateTraffic(now time.Time) {
 		rs := newStream(s.seed, uint64(s.step), uint64(fi), 0x74726166)
 		n := f.RPS * secs * diurnal(now, f.SrcCluster) * (1 + 0.1*(2*rs.float()-1))
 		if f.tcp {
-			s.updateTCP(fi, n)
+			if s.linkerd {
+				s.linkerdTCP(fi, n)
+			} else {
+				s.updateTCP(fi, n)
+			}
 			continue
 		}
 		h := s.hopParams(fi)
@@ -135,6 +142,10 @@ func (s *Sim) updateTraffic(now time.Time) {
 		d[ocUpstream503] = p
 		d[ocAppError] = (1 - p) * app
 		d[ocOK] = max(0, 1-d[ocUpstream503]-d[ocAppError])
+		if s.linkerd {
+			s.linkerdHTTP(fi, n, &h, reach, &rs)
+			continue
+		}
 
 		// Source proxies.
 		share := 1 / float64(len(f.srcPods))
