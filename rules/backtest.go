@@ -22,7 +22,10 @@ type BacktestOptions struct {
 	// together with the engine's storage, which Backtest never writes.
 	Scratch Scratch
 	// Notify sends the alerts to the configured Alertmanagers as the running
-	// engine would have sent them at each evaluation.
+	// engine would have sent them at each evaluation, except that alerts
+	// still firing are valid from the present on rather than from their
+	// evaluation time: those firing at End are active in Alertmanager when
+	// Backtest returns, those resolved earlier arrive resolved.
 	Notify bool
 	// Labels are added to every alert sent, so that Alertmanager tells
 	// backtest alerts from live ones (for example backtest="true").
@@ -72,22 +75,30 @@ func (e *Engine) Backtest(ctx context.Context, o BacktestOptions) ([]FiredAlert,
 		}
 		return storage.NewMergeQuerier([]storage.Querier{a, b}, nil, storage.ChainedSeriesMerge), nil
 	})
+	// evalTime is the timestamp being evaluated; the notifier needs it to
+	// move the validity of firing alerts from history to the present.
+	var evalTime time.Time
 	notify := func(context.Context, string, ...*promrules.Alert) {}
 	if o.Notify {
 		notify = func(ctx context.Context, expr string, alerts ...*promrules.Alert) {
-			if o.Labels.IsEmpty() {
-				e.notify(ctx, expr, alerts...)
-				return
-			}
-			marked := make([]*promrules.Alert, len(alerts))
+			shift := time.Since(evalTime)
+			sent := make([]*promrules.Alert, len(alerts))
 			for i, a := range alerts {
 				c := *a
-				b := labels.NewBuilder(a.Labels)
-				o.Labels.Range(func(l labels.Label) { b.Set(l.Name, l.Value) })
-				c.Labels = b.Labels()
-				marked[i] = &c
+				if c.ResolvedAt.IsZero() {
+					// Still firing: valid for as long after now as after the
+					// evaluation, so the alerts firing at End are active in
+					// Alertmanager when the backtest returns.
+					c.ValidUntil = c.ValidUntil.Add(shift)
+				}
+				if !o.Labels.IsEmpty() {
+					b := labels.NewBuilder(a.Labels)
+					o.Labels.Range(func(l labels.Label) { b.Set(l.Name, l.Value) })
+					c.Labels = b.Labels()
+				}
+				sent[i] = &c
 			}
-			e.notify(ctx, expr, marked...)
+			e.notify(ctx, expr, sent...)
 		}
 	}
 	m := promrules.NewManager(e.managerOptions(q, o.Scratch, nil, notify))
@@ -120,6 +131,7 @@ func (e *Engine) Backtest(ctx context.Context, o BacktestOptions) ([]FiredAlert,
 			if ts.Sub(start)%g.Interval() != 0 {
 				continue
 			}
+			evalTime = ts
 			g.Eval(ctx, ts)
 			for _, r := range g.AlertingRules() {
 				for _, a := range r.ActiveAlerts() {

@@ -422,7 +422,7 @@ func newCompactor(c config.CompactorConfig, bkt objstore.Bucket, dataDir string,
 			OneHour:     time.Duration(c.Retention.OneHour),
 		},
 		Downsample: c.Downsample,
-		Logger:     logger.With("component", "compactor"),
+		Logger:     logger, // the compactor names itself
 		Registerer: reg,
 	})
 }
