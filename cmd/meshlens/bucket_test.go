@@ -296,3 +296,135 @@ func TestQueriesSpanBucketAfterCompaction(t *testing.T) {
 		}
 	}
 }
+
+// TestDownsampledBucketServesLongRanges backfills two and a quarter days of a
+// small mesh, ships it, compacts it into a 2d block with a 5m copy, then
+// applies a raw retention that deletes the raw data: a long-range query with a
+// 1h step is then answered from the 5m aggregates, and max_over_time (the
+// max aggregate) gives exactly the answers the raw data gave.
+func TestDownsampledBucketServesLongRanges(t *testing.T) {
+	if testing.Short() {
+		t.Skip("backfills two days of a mesh; not in -short")
+	}
+	meshsim := buildMeshsim(t)
+	dir := t.TempDir()
+	cfg := "storage:\n  local_retention: 1h\ncompactor:\n"
+	s := startServer(t, cfg, dir)
+	// End 6h past a 2d boundary, so that one whole 2d range is complete.
+	end := time.Now().Truncate(48 * time.Hour).Add(6 * time.Hour)
+	if end.After(time.Now()) {
+		end = end.Add(-48 * time.Hour)
+	}
+	start := end.Add(-54 * time.Hour)
+	cmd := exec.Command(meshsim, "backfill", "--url", s.URL+"/api/v1/write", "--services", "2", "--clusters", "1",
+		"--hours", "54", "--interval", "2m", "--end", end.Format(time.RFC3339), "--progress", "0")
+	cmd.Stdout, cmd.Stderr = testLog{t}, testLog{t}
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("meshsim backfill: %v", err)
+	}
+	q := `max by (destination_service_name) (max_over_time(istio_requests_total{reporter="destination"}[1h]))`
+	// The 2d block spans [start+6h, start+54h) at the latest; ask for the
+	// hours inside it.
+	from, to := start.Add(8*time.Hour), end.Add(-8*time.Hour)
+	path := fmt.Sprintf("/api/v1/query_range?query=%s&start=%d&end=%d&step=3600", url.QueryEscape(q), from.Unix(), to.Unix())
+	_, raw := s.get(t, path)
+	if !strings.Contains(raw, `"values"`) {
+		t.Fatalf("raw answer: %.300s", raw)
+	}
+
+	eventually(t, 120*time.Second, "the head cut into blocks", func() bool {
+		return s.db.Head().MinTime() >= end.Add(-4*time.Hour).UnixMilli()
+	})
+	if _, err := s.shipper.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s.stop(t)
+	compactOnce := func(yaml string) {
+		t.Helper()
+		f := filepath.Join(t.TempDir(), "meshlens.yml")
+		if err := os.WriteFile(f, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var stderr strings.Builder
+		if code := compactCommand(context.Background(), &stderr, []string{"--data-dir", dir, "--config", f, "--once", "--log.level", "warn"}); code != 0 {
+			t.Fatalf("meshlens compact --once: exit %d\n%s", code, stderr.String())
+		}
+	}
+	compactOnce(cfg)
+	compactOnce(cfg)
+	// Raw data older than 12h goes; the 5m copy stays.
+	compactOnce(cfg + "  retention: {raw: 12h}\n")
+
+	bkt, err := tsdb.NewBucket([]byte(fmt.Sprintf("type: FILESYSTEM\nconfig: {directory: %q}\n", filepath.Join(dir, "bucket"))), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fiveMinute, oldRaw int
+	err = bkt.Iter(context.Background(), "", func(name string) error {
+		if marked, _ := bkt.Exists(context.Background(), name+tsdb.DeletionMarkFilename); marked {
+			return nil // invisible to queries; deleted after compactor.delete_delay
+		}
+		r, err := bkt.Get(context.Background(), name+tsdb.MetaFilename)
+		if err != nil {
+			return nil
+		}
+		defer r.Close()
+		var m tsdb.Meta
+		if err := json.NewDecoder(r).Decode(&m); err != nil {
+			return err
+		}
+		switch {
+		case m.Thanos.Downsample.Resolution == 300000:
+			fiveMinute++
+		case time.UnixMilli(m.MaxTime).Before(to):
+			oldRaw++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fiveMinute == 0 || oldRaw > 0 {
+		t.Fatalf("bucket after compaction and retention: %d 5m blocks, %d raw blocks left in the queried range; want a 5m block and no raw data there", fiveMinute, oldRaw)
+	}
+
+	s = startServer(t, cfg, dir)
+	_, got := s.get(t, path)
+	want, have := matrixPoints(t, raw), matrixPoints(t, got)
+	if len(have) != len(want) {
+		t.Errorf("5m answer has %d points, raw %d", len(have), len(want))
+		for k, v := range have {
+			if _, ok := want[k]; !ok {
+				t.Logf("only in the 5m answer: %s %s", k, v)
+			}
+		}
+	}
+	for k, v := range want {
+		if have[k] != v {
+			t.Errorf("%s: 5m answer %q, raw %q", k, have[k], v)
+		}
+	}
+}
+
+// matrixPoints flattens a query_range answer into series@time -> value.
+func matrixPoints(t *testing.T, body string) map[string]string {
+	t.Helper()
+	var env struct {
+		Data struct {
+			Result []struct {
+				Metric map[string]string `json:"metric"`
+				Values [][2]any          `json:"values"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(body), &env); err != nil {
+		t.Fatalf("%v: %.300s", err, body)
+	}
+	out := map[string]string{}
+	for _, r := range env.Data.Result {
+		for _, v := range r.Values {
+			out[fmt.Sprintf("%v@%.0f", r.Metric, v[0])] = fmt.Sprint(v[1])
+		}
+	}
+	return out
+}

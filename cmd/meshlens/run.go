@@ -20,10 +20,12 @@ import (
 	"time"
 
 	"github.com/oklog/run"
+	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
+	promtsdb "github.com/prometheus/prometheus/tsdb"
 	apiv1 "github.com/prometheus/prometheus/web/api/v1"
 	"github.com/thanos-io/objstore"
 	"go.yaml.in/yaml/v3"
@@ -145,15 +147,6 @@ func (m *Main) Open() (err error) {
 			return err
 		}
 	}
-	opts := tsdbOptions(cfg.Storage.TSDB)
-	// Blocks go to the bucket as the head cuts them; merging them locally
-	// would upload the same data twice (Thanos requires the same of sidecars).
-	opts.MaxBlockDuration = opts.MinBlockDuration
-	opts.BlocksToDelete = m.shipper.BlocksToDelete(time.Duration(cfg.Storage.LocalRetention))
-	m.db, err = tsdb.Open(tsdbDir, opts, quietLogger, reg)
-	if err != nil {
-		return err
-	}
 	m.bucket, err = bucketstore.New(bucketstore.Options{
 		Bucket:     bkt,
 		CacheDir:   filepath.Join(m.DataDir, "bucket-cache"),
@@ -161,6 +154,20 @@ func (m *Main) Open() (err error) {
 		Logger:     quietLogger.With("component", "bucket store"),
 		Registerer: reg,
 	})
+	if err != nil {
+		return err
+	}
+	// Know the bucket's blocks before the first query; an unreachable
+	// bucket is retried by the store's own loop.
+	if err := m.bucket.Sync(context.Background()); err != nil {
+		m.logger.Warn("bucket not readable at start; queries cover local data until it is", "err", err)
+	}
+	opts := tsdbOptions(cfg.Storage.TSDB)
+	// Blocks go to the bucket as the head cuts them; merging them locally
+	// would upload the same data twice (Thanos requires the same of sidecars).
+	opts.MaxBlockDuration = opts.MinBlockDuration
+	opts.BlocksToDelete = keepUntilServed(m.shipper.BlocksToDelete(time.Duration(cfg.Storage.LocalRetention)), m.bucket)
+	m.db, err = tsdb.Open(tsdbDir, opts, quietLogger, reg)
 	if err != nil {
 		return err
 	}
@@ -403,6 +410,37 @@ func (m *Main) rulesConfig(cfg config.Config) rules.Config {
 		rc.Packs[name] = pc
 	}
 	return rc
+}
+
+// keepUntilServed narrows a local deletion policy to the blocks whose data
+// the bucket store already serves (the block itself, or a compacted block
+// made from it), so that no query sees a gap between a local block's
+// deletion and the store's next sync of the bucket.
+func keepUntilServed(policy func([]*promtsdb.Block) map[ulid.ULID]struct{}, store *bucketstore.Store) func([]*promtsdb.Block) map[ulid.ULID]struct{} {
+	return func(blocks []*promtsdb.Block) map[ulid.ULID]struct{} {
+		del := policy(blocks)
+		if len(del) == 0 {
+			return del
+		}
+		served := map[ulid.ULID]bool{}
+		for _, b := range blocks {
+			if b.Meta().Stats.NumSamples == 0 {
+				served[b.Meta().ULID] = true // nothing to serve; never shipped
+			}
+		}
+		for _, m := range store.Blocks() {
+			served[m.ULID] = true
+			for _, src := range m.Compaction.Sources {
+				served[src] = true
+			}
+		}
+		for id := range del {
+			if !served[id] {
+				delete(del, id)
+			}
+		}
+		return del
+	}
 }
 
 // newCompactor builds the bucket compactor; it works in <data-dir>/compact.
