@@ -80,13 +80,13 @@ func main() {
 		if *only != "" && !strings.HasPrefix(rc.name, *only) {
 			continue
 		}
-		addr := freeAddr()
+		addr := procstat.Must(procstat.FreeAddr())
 		data := filepath.Join(dir, strings.Fields(rc.name)[0]+"-data")
 		cmd := exec.Command(rc.bin, rc.args(addr, data)...)
 		cmd.Stderr = os.Stderr
 		check(cmd.Start())
-		waitReady("http://" + addr + "/-/ready")
-		cpu0 := cpuSeconds(cmd.Process.Pid)
+		check(procstat.WaitReady("http://"+addr+"/-/ready", time.Minute))
+		cpu0 := procstat.Must(procstat.CPUSeconds(cmd.Process.Pid))
 
 		fmt.Fprintf(os.Stderr, "== %s: %d series, %s, protocol %s\n", rc.name, *series, *duration, *protocol)
 		load := exec.Command(meshsim, "load", "--url=http://"+addr+rc.path, "--series="+strconv.Itoa(*series),
@@ -96,8 +96,8 @@ func main() {
 		var out bytes.Buffer
 		load.Stdout, load.Stderr = &out, os.Stderr
 		check(load.Run())
-		cpu := cpuSeconds(cmd.Process.Pid) - cpu0
-		rss := rssBytes(cmd.Process.Pid)
+		cpu := procstat.Must(procstat.CPUSeconds(cmd.Process.Pid)) - cpu0
+		rss := procstat.Must(procstat.RSSBytes(cmd.Process.Pid))
 		cmd.Process.Signal(os.Interrupt)
 		cmd.Wait()
 
@@ -133,26 +133,6 @@ func main() {
 func num(v any) float64 {
 	f, _ := v.(float64)
 	return f
-}
-
-func cpuSeconds(pid int) float64 {
-	v, err := procstat.CPUSeconds(pid)
-	check(err)
-	return v
-}
-
-func rssBytes(pid int) int64 {
-	v, err := procstat.RSSBytes(pid)
-	check(err)
-	return v
-}
-
-func waitReady(url string) { check(procstat.WaitReady(url, 60*time.Second)) }
-
-func freeAddr() string {
-	a, err := procstat.FreeAddr()
-	check(err)
-	return a
 }
 
 func check(err error) {

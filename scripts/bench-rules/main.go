@@ -93,7 +93,7 @@ func main() {
 		if *only != "" && !strings.HasPrefix(rc.name, *only) {
 			continue
 		}
-		addr := freeAddr()
+		addr := procstat.Must(procstat.FreeAddr())
 		data := filepath.Join(dir, strings.Fields(rc.name)[0]+"-data")
 		cmd := exec.Command(rc.bin(), rc.args(addr, data)...)
 		cmd.Stderr = os.Stderr
@@ -112,7 +112,7 @@ func main() {
 		live.Stderr = os.Stderr
 		check(live.Start())
 		time.Sleep(2 * interval) // every group evaluates over live data
-		cpu0, start := cpuSeconds(cmd.Process.Pid), time.Now()
+		cpu0, start := procstat.Must(procstat.CPUSeconds(cmd.Process.Pid)), time.Now()
 		var r result
 		samples := 0
 		for time.Since(start) < *measure-3*interval {
@@ -136,8 +136,8 @@ func main() {
 		}
 		r.Receiver = rc.name
 		r.EvalSeconds /= float64(max(samples, 1))
-		r.CPUPerIntvl = (cpuSeconds(cmd.Process.Pid) - cpu0) / (time.Since(start).Seconds() / interval.Seconds())
-		r.RSSBytes = rssBytes(cmd.Process.Pid)
+		r.CPUPerIntvl = (procstat.Must(procstat.CPUSeconds(cmd.Process.Pid)) - cpu0) / (time.Since(start).Seconds() / interval.Seconds())
+		r.RSSBytes = procstat.Must(procstat.RSSBytes(cmd.Process.Pid))
 		r.Series = headSeries("http://" + addr)
 		_ = live.Wait()
 		cmd.Process.Signal(os.Interrupt)
@@ -190,24 +190,6 @@ func getJSON(url string, v any) {
 	check(err)
 	defer resp.Body.Close()
 	check(json.NewDecoder(resp.Body).Decode(v))
-}
-
-func cpuSeconds(pid int) float64 {
-	v, err := procstat.CPUSeconds(pid)
-	check(err)
-	return v
-}
-
-func rssBytes(pid int) int64 {
-	v, err := procstat.RSSBytes(pid)
-	check(err)
-	return v
-}
-
-func freeAddr() string {
-	a, err := procstat.FreeAddr()
-	check(err)
-	return a
 }
 
 func check(err error) {
