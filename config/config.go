@@ -309,7 +309,7 @@ func (c Config) Validate() error {
 		{c.RemoteRead.MaxBytesInFrame > 0, "remote_read.max_bytes_in_frame", "must be positive"},
 		{c.Rules.EvaluationInterval > 0, "rules.evaluation_interval", "must be positive"},
 		{c.Compactor.Interval > 0, "compactor.interval", "must be positive"},
-		{c.Compactor.DeleteDelay >= 0, "compactor.delete_delay", "must not be negative"},
+		{c.Compactor.DeleteDelay > 0, "compactor.delete_delay", "must be positive"},
 		{c.Compactor.Retention.Raw >= 0 && c.Compactor.Retention.FiveMinutes >= 0 && c.Compactor.Retention.OneHour >= 0, "compactor.retention", "must not be negative"},
 		{rangesGrow(c.Compactor.Ranges), "compactor.ranges", "must be positive, each a larger multiple of the one before"},
 		{c.Rules.QueryOffset >= 0, "rules.query_offset", "must not be negative"},

@@ -415,13 +415,23 @@ func (m *Main) rulesConfig(cfg config.Config) rules.Config {
 // keepUntilServed narrows a local deletion policy to the blocks whose data
 // the bucket store already serves (the block itself, or a compacted block
 // made from it), so that no query sees a gap between a local block's
-// deletion and the store's next sync of the bucket.
+// deletion and the store's next sync of the bucket. The newest block always
+// stays: its end tells the head, after a restart, where the WAL's data is
+// already in blocks; without it the head would cut and ship that data
+// again.
 func keepUntilServed(policy func([]*promtsdb.Block) map[ulid.ULID]struct{}, store *bucketstore.Store) func([]*promtsdb.Block) map[ulid.ULID]struct{} {
 	return func(blocks []*promtsdb.Block) map[ulid.ULID]struct{} {
 		del := policy(blocks)
 		if len(del) == 0 {
 			return del
 		}
+		var newest *promtsdb.Block
+		for _, b := range blocks {
+			if newest == nil || b.Meta().MaxTime > newest.Meta().MaxTime {
+				newest = b
+			}
+		}
+		delete(del, newest.Meta().ULID)
 		served := map[ulid.ULID]bool{}
 		for _, b := range blocks {
 			if b.Meta().Stats.NumSamples == 0 {

@@ -153,12 +153,19 @@ func (s *Store) newBaseQuerier(mint, maxt int64) (*baseQuerier, error) {
 // parts returns the parts that a Select with hints reads, and the parts
 // for the label methods when hints is nil. The maximum resolution is a
 // fifth of the step, so that at least five samples fall in each step, as
-// in Thanos's querier with auto-downsampling.
+// in Thanos's querier with auto-downsampling — and a fifth of the range of
+// a range selector too, so that rate(x[5m]) at a 1h step reads raw data
+// rather than one or two 5m aggregates per window (Thanos leaves those
+// windows mostly empty).
 func (q *baseQuerier) parts(hints *storage.SelectHints) []part {
 	lo, hi, maxRes := q.mint, q.maxt, ResolutionRaw
 	if hints != nil {
 		lo, hi = max(lo, hints.Start), min(hi, hints.End)
-		maxRes = max(hints.Step/5, 0)
+		window := hints.Step
+		if hints.Range > 0 {
+			window = min(window, hints.Range)
+		}
+		maxRes = max(window/5, 0)
 	}
 	return selectParts(q.metas, lo, hi, maxRes)
 }
