@@ -112,6 +112,9 @@ func makeRawDB(t *testing.T, hours int) *rawDB {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
+	// Blocks come only from the CompactHead calls below, never from the
+	// background compaction racing them.
+	db.DisableCompactions()
 	r := &rawDB{db: db, data: dataset{}}
 	app := db.Appender(context.Background())
 	n := int(int64(hours) * hourMs / scrapeMs)
