@@ -330,7 +330,7 @@ func TestPendingAlertSurvivesRestart(t *testing.T) {
 		return ok
 	})
 	// Let it stay pending for a while, so a reset would show.
-	time.Sleep(6 * time.Second)
+	time.Sleep(10 * time.Second)
 	stopped := time.Now()
 	s.stop(t)
 	restarted := time.Now()
@@ -339,7 +339,9 @@ func TestPendingAlertSurvivesRestart(t *testing.T) {
 	// so that recording rules have run); until then the alert is pending
 	// from the restart.
 	s2 := startServer(t, cfg, dir)
-	down := restarted.Sub(stopped) + 2*time.Second
+	// Prometheus keeps activeAt in whole seconds and counts the downtime
+	// from the last ALERTS_FOR_STATE sample, an evaluation before the stop.
+	down := restarted.Sub(stopped) + 4*time.Second
 	var restored time.Time
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
