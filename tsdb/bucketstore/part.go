@@ -162,21 +162,33 @@ type partQuerier struct {
 }
 
 func (p *partQuerier) Select(ctx context.Context, sortSeries bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
-	h, ok := clampHints(hints, p.mint, p.maxt, p.downsampled)
+	h, ms, ok := prepareSelect(hints, p.mint, p.maxt, p.downsampled, p.ext, ms)
 	if !ok {
 		return storage.EmptySeriesSet()
-	}
-	ms, ok = matchExternal(p.ext, ms)
-	if !ok {
-		return storage.EmptySeriesSet()
-	}
-	if len(ms) == 0 {
-		ms = []*labels.Matcher{allSeries}
 	}
 	if p.ext.IsEmpty() {
 		return p.inner.Select(ctx, sortSeries, h, ms...)
 	}
 	return relabelSeries(p.inner.Select(ctx, false, h, ms...), p.ext)
+}
+
+// prepareSelect fits a Select of a part to the part's time range and
+// external labels: the hints clamped to [mint, maxt], the matchers without
+// those external labels match (all series when none is left); ok is false
+// when the part cannot hold a matching series.
+func prepareSelect(hints *storage.SelectHints, mint, maxt int64, downsampled bool, ext labels.Labels, ms []*labels.Matcher) (*storage.SelectHints, []*labels.Matcher, bool) {
+	h, ok := clampHints(hints, mint, maxt, downsampled)
+	if !ok {
+		return nil, nil, false
+	}
+	ms, ok = matchExternal(ext, ms)
+	if !ok {
+		return nil, nil, false
+	}
+	if len(ms) == 0 {
+		ms = []*labels.Matcher{allSeries}
+	}
+	return h, ms, true
 }
 
 // relabelSeries adds ext to the labels of every series of ss. Added
@@ -220,16 +232,9 @@ type partChunkQuerier struct {
 }
 
 func (p *partChunkQuerier) Select(ctx context.Context, sortSeries bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.ChunkSeriesSet {
-	h, ok := clampHints(hints, p.mint, p.maxt, p.downsampled)
+	h, ms, ok := prepareSelect(hints, p.mint, p.maxt, p.downsampled, p.ext, ms)
 	if !ok {
 		return storage.EmptyChunkSeriesSet()
-	}
-	ms, ok = matchExternal(p.ext, ms)
-	if !ok {
-		return storage.EmptyChunkSeriesSet()
-	}
-	if len(ms) == 0 {
-		ms = []*labels.Matcher{allSeries}
 	}
 	if p.ext.IsEmpty() {
 		return p.inner.Select(ctx, sortSeries, h, ms...)
