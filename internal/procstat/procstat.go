@@ -1,6 +1,6 @@
 // Package procstat reads what the benchmark commands report about the
-// processes they measure: CPU time and resident memory (Linux /proc), and
-// waits for a server to become ready.
+// processes they measure: CPU time and resident memory (Linux /proc); it
+// waits for a server to become ready and builds the commands they run.
 package procstat
 
 import (
@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -78,4 +80,14 @@ func Must[T any](v T, err error) T {
 		os.Exit(1)
 	}
 	return v
+}
+
+// BuildCommands builds meshlens and meshsim from the module in the working
+// directory into dir and returns their paths.
+func BuildCommands(dir string) (meshlens, meshsim string, err error) {
+	out, err := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/meshlens", "./cmd/meshsim").CombinedOutput()
+	if err != nil {
+		return "", "", fmt.Errorf("go build ./cmd/meshlens ./cmd/meshsim: %w\n%s", err, out)
+	}
+	return filepath.Join(dir, "meshlens"), filepath.Join(dir, "meshsim"), nil
 }

@@ -83,14 +83,8 @@ func main() {
 	workDir, err = os.MkdirTemp("", "bench-bucket")
 	check(err)
 	defer cleanup()
-	bin.meshlens = filepath.Join(workDir, "meshlens")
-	bin.meshsim = filepath.Join(workDir, "meshsim")
-	for b, pkg := range map[string]string{bin.meshlens: "./cmd/meshlens", bin.meshsim: "./cmd/meshsim"} {
-		out, err := exec.Command("go", "build", "-o", b, pkg).CombinedOutput()
-		if err != nil {
-			fatalf("go build %s: %v\n%s", pkg, err, out)
-		}
-	}
+	bin.meshlens, bin.meshsim, err = procstat.BuildCommands(workDir)
+	check(err)
 	dataDir = filepath.Join(workDir, "data")
 	check(os.MkdirAll(dataDir, 0o755))
 	cfgFile = filepath.Join(workDir, "meshlens.yml")

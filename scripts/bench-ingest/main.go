@@ -48,14 +48,8 @@ func main() {
 	dir, err := os.MkdirTemp("", "bench-ingest")
 	check(err)
 	defer os.RemoveAll(dir)
-	meshlens := filepath.Join(dir, "meshlens")
-	meshsim := filepath.Join(dir, "meshsim")
-	for bin, pkg := range map[string]string{meshlens: "./cmd/meshlens", meshsim: "./cmd/meshsim"} {
-		out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
-		if err != nil {
-			fatalf("go build %s: %v\n%s", pkg, err, out)
-		}
-	}
+	meshlens, meshsim, err := procstat.BuildCommands(dir)
+	check(err)
 	prometheus, err := peers.Build(peers.Prometheus)
 	check(err)
 
