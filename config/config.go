@@ -15,12 +15,14 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/alecthomas/units"
 	"github.com/prometheus/common/model"
 	promconfig "github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -33,6 +35,7 @@ type Config struct {
 	RemoteRead  RemoteReadConfig  `yaml:"remote_read"`
 	Rules       RulesConfig       `yaml:"rules"`
 	Compactor   CompactorConfig   `yaml:"compactor"`
+	Aggregation AggregationConfig `yaml:"aggregation"`
 	// Alerting is Prometheus's own alerting section: alertmanagers (static_configs,
 	// file_sd_configs, dns_sd_configs, scheme, path_prefix, timeout, api_version,
 	// TLS and auth) and alert_relabel_configs. It is reloadable.
@@ -75,6 +78,40 @@ type RulesConfig struct {
 	ForGracePeriod Duration `yaml:"for_grace_period"`
 	// ResendDelay is how often firing alerts are re-sent to Alertmanager.
 	ResendDelay Duration `yaml:"resend_delay"`
+}
+
+// AggregationConfig configures stream aggregation: counters summed over
+// the labels a rule drops as remote-written samples arrive, before they are
+// stored. Changes need a restart.
+type AggregationConfig struct {
+	// FlushDelay is how long, in sample time, after an interval ends its
+	// outputs are written; samples arriving later count in the next interval.
+	FlushDelay Duration `yaml:"flush_delay"`
+	// Rules are the aggregations; a series may match several.
+	Rules []AggregationRule `yaml:"rules"`
+}
+
+// AggregationRule is one aggregation, in the shape of vmagent's stream
+// aggregation config.
+type AggregationRule struct {
+	// Match is a series selector, e.g. '{__name__=~"istio_.*"}'.
+	Match string `yaml:"match"`
+	// Interval is the output resolution.
+	Interval Duration `yaml:"interval"`
+	// StalenessInterval is how long an input or output is kept without
+	// samples; 0 means 5m.
+	StalenessInterval Duration `yaml:"staleness_interval"`
+	// By lists the labels outputs keep, Without the ones they drop; the
+	// metric name is always kept.
+	By      []string `yaml:"by"`
+	Without []string `yaml:"without"`
+	// Outputs must be [total] (the default): counter increases summed.
+	Outputs []string `yaml:"outputs"`
+	// KeepMetricNames names outputs as their inputs instead of
+	// <metric>:<interval>[_by_<labels>|_without_<labels>]_total.
+	KeepMetricNames bool `yaml:"keep_metric_names"`
+	// DropInput stores only the outputs of the matched series.
+	DropInput bool `yaml:"drop_input"`
 }
 
 // CompactorConfig configures the bucket compactor (meshlens compact, or
@@ -242,6 +279,7 @@ func Default() Config {
 			DeleteDelay: Duration(48 * time.Hour),
 			Downsample:  true,
 		},
+		Aggregation: AggregationConfig{FlushDelay: Duration(30 * time.Second)},
 		Rules: RulesConfig{
 			EvaluationInterval: Duration(30 * time.Second),
 			OutageTolerance:    Duration(time.Hour),
@@ -316,6 +354,7 @@ func (c Config) Validate() error {
 		{c.Rules.OutageTolerance >= 0, "rules.outage_tolerance", "must not be negative"},
 		{c.Rules.ForGracePeriod >= 0, "rules.for_grace_period", "must not be negative"},
 		{c.Rules.ResendDelay > 0, "rules.resend_delay", "must be positive"},
+		{c.Aggregation.FlushDelay >= 0, "aggregation.flush_delay", "must not be negative"},
 	}
 	for _, ch := range checks {
 		if !ch.ok {
@@ -337,6 +376,11 @@ func (c Config) Validate() error {
 			return fmt.Errorf("rules.files: %q: %w", f, err)
 		}
 	}
+	for i, r := range c.Aggregation.Rules {
+		if err := r.validate(); err != nil {
+			return fmt.Errorf("aggregation.rules[%d].%w", i, err)
+		}
+	}
 	for name, p := range c.Rules.Packs {
 		for i, o := range p.Overrides {
 			path := fmt.Sprintf("rules.packs.%s.overrides[%d]", name, i)
@@ -346,6 +390,32 @@ func (c Config) Validate() error {
 			if _, err := regexp.Compile("^(?:" + o.Matches + ")$"); err != nil || o.Matches == "" {
 				return fmt.Errorf("%s.matches: want a non-empty regular expression: %q", path, o.Matches)
 			}
+		}
+	}
+	return nil
+}
+
+func (r AggregationRule) validate() error {
+	if _, err := parser.NewParser(parser.Options{}).ParseMetricSelector(r.Match); err != nil {
+		return fmt.Errorf("match: %q: %w", r.Match, err)
+	}
+	if r.Interval <= 0 {
+		return errors.New("interval: must be positive")
+	}
+	if r.StalenessInterval != 0 && r.StalenessInterval < r.Interval {
+		return errors.New("staleness_interval: must be at least interval")
+	}
+	if len(r.By) > 0 && len(r.Without) > 0 {
+		return errors.New("by: set by or without, not both")
+	}
+	for _, l := range append(slices.Clone(r.By), r.Without...) {
+		if !model.UTF8Validation.IsValidLabelName(l) || l == labels.MetricName {
+			return fmt.Errorf("by/without: invalid label name %q (the metric name is always kept)", l)
+		}
+	}
+	for _, o := range r.Outputs {
+		if o != "total" {
+			return fmt.Errorf("outputs: %q is not supported (only total: counter increases summed)", o)
 		}
 	}
 	return nil

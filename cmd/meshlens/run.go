@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/storage"
 	promtsdb "github.com/prometheus/prometheus/tsdb"
 	apiv1 "github.com/prometheus/prometheus/web/api/v1"
 	"github.com/thanos-io/objstore"
@@ -33,6 +34,7 @@ import (
 	"github.com/meshlens/meshlens/api"
 	"github.com/meshlens/meshlens/config"
 	"github.com/meshlens/meshlens/remotewrite"
+	"github.com/meshlens/meshlens/remotewrite/aggregate"
 	"github.com/meshlens/meshlens/rules"
 	"github.com/meshlens/meshlens/tsdb"
 	"github.com/meshlens/meshlens/tsdb/bucketstore"
@@ -67,6 +69,7 @@ type Main struct {
 	compactor *compact.Compactor
 	engine    *promql.Engine
 	write     *remotewrite.WriteHandler
+	aggr      *aggregate.Aggregator // nil without aggregation rules
 	rules     *rules.Engine
 	ln        net.Listener
 	srv       *http.Server
@@ -180,8 +183,17 @@ func (m *Main) Open() (err error) {
 	}
 	m.engine = newEngine(q, m.logger.With("component", "query engine"), reg, tracker)
 
+	// Remote-written series pass the stream aggregation, if configured,
+	// on their way to the TSDB.
+	var ingest storage.AppendableV2 = m.db
+	if len(cfg.Aggregation.Rules) > 0 {
+		if m.aggr, err = newAggregator(m.db, cfg.Aggregation, m.logger.With("component", "aggregation")); err != nil {
+			return err
+		}
+		ingest = m.aggr
+	}
 	meta := remotewrite.NewMetadataStore()
-	m.write = remotewrite.NewWriteHandler(m.logger.With("component", "remote write"), m.db, meta, writeOptions(cfg))
+	m.write = remotewrite.NewWriteHandler(m.logger.With("component", "remote write"), ingest, meta, writeOptions(cfg))
 	rr := cfg.RemoteRead
 	read := remotewrite.NewReadHandler(m.logger.With("component", "remote read"), reg, store, remotewrite.ReadOptions{
 		SampleLimit: rr.SampleLimit, ConcurrentLimit: rr.ConcurrentLimit, MaxBytesInFrame: int(rr.MaxBytesInFrame),
@@ -271,6 +283,10 @@ func (m *Main) Run(ctx context.Context) error {
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error { return m.rules.Run(ctx) }, func(error) { cancel() })
 	}
+	if m.aggr != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { return m.aggr.Run(ctx) }, func(error) { cancel() })
+	}
 	{
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error { return m.shipper.Run(ctx) }, func(error) { cancel() })
@@ -316,6 +332,11 @@ func (m *Main) Close() error {
 		_ = m.ln.Close()
 	}
 	var err error
+	if m.aggr != nil && m.db != nil {
+		// No more writes arrive: the pending intervals go to the TSDB.
+		m.aggr.Flush(context.Background(), true)
+		m.aggr = nil
+	}
 	if m.rules != nil {
 		m.rules.Close()
 		m.rules = nil
@@ -365,6 +386,7 @@ func (m *Main) Reload() error {
 		{"storage", m.cfg.Storage, cfg.Storage},
 		{"query", m.cfg.Query, cfg.Query},
 		{"remote_read", m.cfg.RemoteRead, cfg.RemoteRead},
+		{"aggregation", m.cfg.Aggregation, cfg.Aggregation},
 		{"rules (outage_tolerance, for_grace_period, resend_delay)", restartOnly(m.cfg.Rules), restartOnly(cfg.Rules)},
 	} {
 		if !reflect.DeepEqual(s.old, s.new) {
@@ -512,6 +534,21 @@ func writeOptions(cfg config.Config) remotewrite.WriteOptions {
 		Limits:      remotewrite.Limits{MaxBodyBytes: int(rw.MaxRequestBytes), MaxDecodedBytes: int(rw.MaxDecodedBytes)},
 		MaxInflight: rw.MaxInflightRequests,
 	}
+}
+
+func newAggregator(db storage.AppendableV2, c config.AggregationConfig, logger *slog.Logger) (*aggregate.Aggregator, error) {
+	opts := aggregate.Options{FlushDelay: time.Duration(c.FlushDelay), Logger: logger}
+	for i, r := range c.Rules {
+		ms, err := parser.NewParser(parser.Options{}).ParseMetricSelector(r.Match)
+		if err != nil {
+			return nil, fmt.Errorf("aggregation.rules[%d].match: %w", i, err)
+		}
+		opts.Rules = append(opts.Rules, aggregate.Rule{
+			Match: ms, Interval: time.Duration(r.Interval), Staleness: time.Duration(r.StalenessInterval),
+			By: r.By, Without: r.Without, KeepMetricNames: r.KeepMetricNames, DropInput: r.DropInput,
+		})
+	}
+	return aggregate.New(db, opts)
 }
 
 func tsdbOptions(t config.TSDBConfig) tsdb.Options {

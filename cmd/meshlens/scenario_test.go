@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -55,12 +59,42 @@ func TestScenarioAlerts(t *testing.T) {
 		}
 		t.Run(sc.Name, func(t *testing.T) {
 			t.Parallel()
-			runScenario(t, meshsim, am, f, sc)
+			runScenario(t, meshsim, am, f, sc, "")
 		})
 	}
 }
 
-func runScenario(t *testing.T, meshsim string, am *alertmanager, file string, sc *scenario.Scenario) {
+// TestScenarioAlertsAggregated replays the scenarios whose alerts read Istio
+// and Envoy request series with the stream aggregation of a large mesh
+// (config/testdata/large-mesh.good.yml): only the sums are stored, and the
+// same alerts fire.
+func TestScenarioAlertsAggregated(t *testing.T) {
+	if testing.Short() {
+		t.Skip("backfills scenarios; not in -short")
+	}
+	b, err := os.ReadFile(filepath.Join("..", "..", "config", "testdata", "large-mesh.good.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	meshsim := buildMeshsim(t)
+	am := startAlertmanager(t)
+	for _, name := range []string{"healthy-baseline", "latency", "latency-edge", "error-rate", "circuit-breaker", "retry-storm", "mtls-plaintext"} {
+		f := filepath.Join("..", "..", "testdata", "scenarios", name+".yaml")
+		sc, err := scenario.Load(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Run(sc.Name, func(t *testing.T) {
+			t.Parallel()
+			runScenario(t, meshsim, am, f, sc, string(b))
+		})
+	}
+}
+
+// runScenario backfills the scenario into a meshlens configured with the
+// rules, Alertmanager and extra (YAML appended to the configuration), and
+// checks what fires.
+func runScenario(t *testing.T, meshsim string, am *alertmanager, file string, sc *scenario.Scenario, extra string) {
 	// The history ends where the first fault ends, so every fault is in
 	// force at the last evaluation.
 	span := sc.Duration.D()
@@ -80,7 +114,8 @@ remote_write:
   max_inflight_requests: 256
 rules:
   evaluation_interval: 30s
-%s`, sc.Name, am.config()), dir)
+%s
+%s`, sc.Name, am.config(), extra), dir)
 
 	cmd := exec.Command(meshsim, "backfill",
 		"--url", s.URL+"/api/v1/write",
@@ -92,6 +127,19 @@ rules:
 	cmd.Stdout, cmd.Stderr = testLog{t}, testLog{t}
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("meshsim backfill: %v", err)
+	}
+
+	if extra != "" {
+		// Only the sums are stored: no Istio request series of a pod.
+		for q, want := range map[string]int{`count(istio_requests_total)`: 1, `count(istio_requests_total{pod!=""})`: 0, `count(istio_request_duration_milliseconds_bucket{response_code!=""})`: 0} {
+			var res struct {
+				Result []json.RawMessage `json:"result"`
+			}
+			apiData(t, s, "/api/v1/query?query="+url.QueryEscape(q)+"&time="+strconv.FormatInt(end.Add(-2*time.Minute).Unix(), 10), &res)
+			if len(res.Result) != want {
+				t.Fatalf("%s: %d results, want %d", q, len(res.Result), want)
+			}
+		}
 	}
 
 	scratch, err := tsdb.Open(t.TempDir(), tsdb.Options{MinBlockDuration: 2 * time.Hour, MaxBlockDuration: 2 * time.Hour}, slog.New(slog.DiscardHandler), nil)

@@ -1,0 +1,325 @@
+// Package aggregate sums counters over the labels a rule drops as samples
+// arrive, before they are stored (stream aggregation). A mesh of 10,000
+// services sends tens of millions of per-pod Istio series; the alerts and
+// dashboards read them summed to workload or service level. Aggregating at
+// ingest stores the sums instead of the inputs and keeps per input series
+// only its last value.
+//
+// An output series is a counter: the sum of the increases of its inputs
+// (counter resets handled as rate() handles them), written once per
+// interval at multiples of the interval. rate(output[5m]) equals
+// sum(rate(inputs[5m])) up to Prometheus's extrapolation at the window
+// edges. The first sample of an input only sets its base value, as the first
+// sample in a rate() window does.
+//
+// Time is the samples' time, not the wall clock, so backfills aggregate as
+// live data does: an interval's outputs are written once a sample at least
+// FlushDelay newer than its end has arrived (or the wall clock has passed
+// it, whichever is earlier in sample time). A sample that arrives after its
+// interval was written is counted in the next one: late data moves, it is
+// never dropped. Outputs and inputs without samples for the rule's
+// staleness interval are forgotten.
+//
+// Aggregation state is in memory: after a restart every output starts from
+// zero again (a counter reset to rate()) and the first sample of each input
+// sets its base again.
+package aggregate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/timestamp"
+	"github.com/prometheus/prometheus/storage"
+)
+
+// Rule is one aggregation.
+type Rule struct {
+	// Match selects the input series: a series matches when every matcher
+	// does. Native histogram samples are never aggregated.
+	Match []*labels.Matcher
+	// Interval is the output resolution. It must be positive.
+	Interval time.Duration
+	// By lists the labels the outputs keep (the metric name is always
+	// kept); Without lists the labels they drop. At most one is set; with
+	// neither, every input is its own output.
+	By, Without []string
+	// KeepMetricNames names outputs as their inputs. Otherwise an output is
+	// named <metric>:<interval>[_by_<labels>|_without_<labels>]_total, as
+	// vmagent names its stream aggregation outputs.
+	KeepMetricNames bool
+	// DropInput stores only the outputs, not the matched input series.
+	// Exemplars of dropped inputs are kept on their output.
+	DropInput bool
+	// Staleness is how long, in sample time, an input or output is kept
+	// without samples. Zero means 5m.
+	Staleness time.Duration
+}
+
+// Options configure an Aggregator.
+type Options struct {
+	Rules []Rule
+	// FlushDelay is how long, in sample time, after an interval ends its
+	// outputs are written; samples arriving later are counted in the next
+	// interval. Zero writes an interval as soon as a newer sample arrives.
+	FlushDelay time.Duration
+	Logger     *slog.Logger
+	// Now is the wall clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// shards per rule; outputs are spread over them by the hash of their labels.
+const shards = 16
+
+// Aggregator aggregates the samples appended through it and appends
+// everything else, and the outputs, to the next storage.
+type Aggregator struct {
+	next   storage.AppendableV2
+	opts   Options
+	rules  []*rule
+	logger *slog.Logger
+	now    func() time.Time
+
+	maxT    atomic.Int64 // newest sample time seen, ms
+	flushMu sync.Mutex   // one flush at a time
+}
+
+// New returns an aggregator in front of next, whose appenders must accept
+// exemplars (storage.ExemplarAppenderV2), as the TSDB head's do.
+func New(next storage.AppendableV2, opts Options) (*Aggregator, error) {
+	a := &Aggregator{next: next, opts: opts, logger: opts.Logger, now: opts.Now}
+	if a.logger == nil {
+		a.logger = slog.New(slog.DiscardHandler)
+	}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	if opts.FlushDelay < 0 {
+		return nil, fmt.Errorf("flush delay %s must not be negative", opts.FlushDelay)
+	}
+	for i, r := range opts.Rules {
+		ru, err := newRule(r)
+		if err != nil {
+			return nil, fmt.Errorf("aggregation rule %d: %w", i, err)
+		}
+		ru.swept = minTime
+		a.rules = append(a.rules, ru)
+	}
+	a.maxT.Store(minTime)
+	return a, nil
+}
+
+const minTime = -1 << 62
+
+// AppenderV2 returns an appender that aggregates matched samples when it
+// commits and passes the rest to the next storage.
+func (a *Aggregator) AppenderV2(ctx context.Context) storage.AppenderV2 {
+	return &appender{a: a, ctx: ctx}
+}
+
+// Run writes the outputs of every interval as it becomes due until ctx is
+// done, then writes whatever is pending.
+func (a *Aggregator) Run(ctx context.Context) error {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			a.Flush(context.Background(), true)
+			return nil
+		case <-tick.C:
+			a.Flush(ctx, false)
+		}
+	}
+}
+
+// Flush writes the outputs of the intervals that are due; with all, of
+// every interval with samples, due or not (at shutdown).
+func (a *Aggregator) Flush(ctx context.Context, all bool) {
+	a.flushMu.Lock()
+	defer a.flushMu.Unlock()
+	wm := a.watermark()
+	if all {
+		wm = 1 << 62
+	}
+	for _, r := range a.rules {
+		if err := r.flush(ctx, a.next, wm, all); err != nil {
+			a.logger.Error("write aggregated series", "err", err)
+		}
+	}
+}
+
+// watermark is the sample time up to which intervals are written.
+func (a *Aggregator) watermark() int64 {
+	t := min(a.maxT.Load(), timestamp.FromTime(a.now()))
+	return t - a.opts.FlushDelay.Milliseconds()
+}
+
+// Outputs returns the number of output series of every rule.
+func (a *Aggregator) Outputs() int {
+	n := 0
+	for _, r := range a.rules {
+		for i := range r.shards {
+			s := &r.shards[i]
+			s.mu.Lock()
+			n += len(s.outputs)
+			s.mu.Unlock()
+		}
+	}
+	return n
+}
+
+var (
+	aggregatedSamples = metrics.NewCounter(`meshlens_aggregation_input_samples_total`)
+	ignoredOld        = metrics.NewCounter(`meshlens_aggregation_ignored_samples_total{reason="out_of_order"}`)
+	ignoredNaN        = metrics.NewCounter(`meshlens_aggregation_ignored_samples_total{reason="nan"}`)
+	outputSamples     = metrics.NewCounter(`meshlens_aggregation_output_samples_total`)
+	outputFailures    = metrics.NewCounter(`meshlens_aggregation_output_failures_total`)
+)
+
+// rule is a Rule ready to match and split series.
+type rule struct {
+	Rule
+	names     []string // By (with the metric name) or Without, sorted
+	keep      bool     // names are kept (By) rather than dropped
+	suffix    string   // ":<interval>_..._total", or "" with KeepMetricNames
+	interval  int64    // ms
+	staleness int64    // ms
+	shards    [shards]shard
+	swept     int64 // sample time of the last sweep of stale inputs
+}
+
+func newRule(r Rule) (*rule, error) {
+	if r.Interval <= 0 {
+		return nil, fmt.Errorf("interval %s must be positive", r.Interval)
+	}
+	if len(r.By) > 0 && len(r.Without) > 0 {
+		return nil, errors.New("set by or without, not both")
+	}
+	if slices.Contains(r.Without, labels.MetricName) || slices.Contains(r.By, labels.MetricName) {
+		return nil, errors.New("the metric name is always kept; do not list __name__")
+	}
+	if r.Staleness == 0 {
+		r.Staleness = 5 * time.Minute
+	}
+	if r.Staleness < r.Interval {
+		return nil, fmt.Errorf("staleness %s must be at least the interval %s", r.Staleness, r.Interval)
+	}
+	ru := &rule{Rule: r, interval: r.Interval.Milliseconds(), staleness: r.Staleness.Milliseconds()}
+	switch {
+	case len(r.By) > 0:
+		ru.names, ru.keep = append([]string{labels.MetricName}, r.By...), true
+	default:
+		ru.names = slices.Clone(r.Without)
+	}
+	sort.Strings(ru.names)
+	ru.names = slices.Compact(ru.names)
+	if !r.KeepMetricNames {
+		ru.suffix = ":" + shortDuration(r.Interval)
+		switch {
+		case len(r.By) > 0:
+			ru.suffix += "_by_" + strings.Join(sortedCopy(r.By), "_")
+		case len(r.Without) > 0:
+			ru.suffix += "_without_" + strings.Join(sortedCopy(r.Without), "_")
+		}
+		ru.suffix += "_total"
+	}
+	for i := range ru.shards {
+		ru.shards[i].outputs = map[string]*output{}
+		ru.shards[i].inputs = map[inputKey]*input{}
+	}
+	return ru, nil
+}
+
+func sortedCopy(s []string) []string {
+	c := slices.Clone(s)
+	sort.Strings(c)
+	return c
+}
+
+// shortDuration prints 30s, 1m, 1h30m as Prometheus durations do.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
+func (r *rule) matches(ls labels.Labels) bool {
+	for _, m := range r.Match {
+		if !m.Matches(ls.Get(m.Name)) {
+			return false
+		}
+	}
+	return true
+}
+
+// split appends the encoding of the labels an output keeps to kept and of
+// the ones it drops to dropped.
+func (r *rule) split(ls labels.Labels, kept, dropped []byte) ([]byte, []byte) {
+	j := 0
+	ls.Range(func(l labels.Label) {
+		for j < len(r.names) && r.names[j] < l.Name {
+			j++
+		}
+		listed := j < len(r.names) && r.names[j] == l.Name
+		if listed == r.keep || (l.Name == labels.MetricName) {
+			kept = appendLabel(kept, l)
+		} else {
+			dropped = appendLabel(dropped, l)
+		}
+	})
+	return kept, dropped
+}
+
+func appendLabel(b []byte, l labels.Label) []byte {
+	b = appendString(b, l.Name)
+	return appendString(b, l.Value)
+}
+
+func appendString(b []byte, s string) []byte {
+	n := len(s)
+	for n >= 0x80 {
+		b = append(b, byte(n)|0x80)
+		n >>= 7
+	}
+	b = append(b, byte(n))
+	return append(b, s...)
+}
+
+// outputLabels are the labels of the output whose kept labels are ls.
+func (r *rule) outputLabels(ls labels.Labels) labels.Labels {
+	b := labels.NewBuilder(ls)
+	if r.keep {
+		b.Keep(r.names...)
+	} else {
+		b.Del(r.names...)
+	}
+	if r.suffix != "" {
+		b.Set(labels.MetricName, ls.Get(labels.MetricName)+r.suffix)
+	}
+	return b.Labels()
+}
+
+// bucketEnd is the end of the interval (end-interval, end] holding t.
+func (r *rule) bucketEnd(t int64) int64 {
+	q := t / r.interval
+	if q*r.interval < t {
+		q++
+	}
+	return q * r.interval
+}
