@@ -78,7 +78,8 @@ type Options struct {
 	Now func() time.Time
 }
 
-// shards per rule; outputs are spread over them by the hash of their labels.
+// shards per rule: inputs are spread over them by their hash, outputs by
+// the hash of their labels.
 const shards = 16
 
 // Aggregator aggregates the samples appended through it and appends
@@ -92,6 +93,7 @@ type Aggregator struct {
 
 	maxT    atomic.Int64 // newest sample time seen, ms
 	flushMu sync.Mutex   // one flush at a time
+	scratch sync.Pool    // *scratch of finished appenders
 }
 
 // New returns an aggregator in front of next, whose appenders must accept
@@ -124,7 +126,11 @@ const minTime = -1 << 62
 // AppenderV2 returns an appender that aggregates matched samples when it
 // commits and passes the rest to the next storage.
 func (a *Aggregator) AppenderV2(ctx context.Context) storage.AppenderV2 {
-	return &appender{a: a, ctx: ctx}
+	sc, _ := a.scratch.Get().(*scratch)
+	if sc == nil {
+		sc = &scratch{ops: make([][shards][]op, len(a.rules))}
+	}
+	return &appender{a: a, ctx: ctx, sc: sc, maxT: minTime}
 }
 
 // Run writes the outputs of every interval as it becomes due until ctx is
@@ -169,8 +175,8 @@ func (a *Aggregator) watermark() int64 {
 func (a *Aggregator) Outputs() int {
 	n := 0
 	for _, r := range a.rules {
-		for i := range r.shards {
-			s := &r.shards[i]
+		for i := range r.outs {
+			s := &r.outs[i]
 			s.mu.Lock()
 			n += len(s.outputs)
 			s.mu.Unlock()
@@ -195,7 +201,8 @@ type rule struct {
 	suffix    string   // ":<interval>_..._total", or "" with KeepMetricNames
 	interval  int64    // ms
 	staleness int64    // ms
-	shards    [shards]shard
+	ins       [shards]inShard
+	outs      [shards]outShard
 	swept     int64 // sample time of the last sweep of stale inputs
 }
 
@@ -234,9 +241,9 @@ func newRule(r Rule) (*rule, error) {
 		}
 		ru.suffix += "_total"
 	}
-	for i := range ru.shards {
-		ru.shards[i].outputs = map[string]*output{}
-		ru.shards[i].inputs = map[inputKey]*input{}
+	for i := range shards {
+		ru.ins[i].inputs = map[inputKey]input{}
+		ru.outs[i].outputs = map[string]*output{}
 	}
 	return ru, nil
 }
@@ -268,22 +275,18 @@ func (r *rule) matches(ls labels.Labels) bool {
 	return true
 }
 
-// split appends the encoding of the labels an output keeps to kept and of
-// the ones it drops to dropped.
-func (r *rule) split(ls labels.Labels, kept, dropped []byte) ([]byte, []byte) {
+// kept appends the encoding of the labels an output keeps to b.
+func (r *rule) kept(ls labels.Labels, b []byte) []byte {
 	j := 0
 	ls.Range(func(l labels.Label) {
 		for j < len(r.names) && r.names[j] < l.Name {
 			j++
 		}
-		listed := j < len(r.names) && r.names[j] == l.Name
-		if listed == r.keep || (l.Name == labels.MetricName) {
-			kept = appendLabel(kept, l)
-		} else {
-			dropped = appendLabel(dropped, l)
+		if listed := j < len(r.names) && r.names[j] == l.Name; listed == r.keep || l.Name == labels.MetricName {
+			b = appendLabel(b, l)
 		}
 	})
-	return kept, dropped
+	return b
 }
 
 func appendLabel(b []byte, l labels.Label) []byte {

@@ -11,16 +11,21 @@ import (
 )
 
 // appender buffers the samples of matched series and applies them on
-// Commit, one lock per shard; everything else goes to the next appender.
+// Commit, one lock per input shard; everything else goes to the next
+// appender.
 type appender struct {
 	a    *Aggregator
 	ctx  context.Context
 	next storage.ExemplarAppenderV2 // created on first use
+	sc   *scratch
+	maxT int64
+	n    int
+}
 
-	ops   [][shards][]op // per rule, per shard
-	arena []byte         // split labels of the buffered ops
-	maxT  int64
-	n     int
+// scratch is an appender's reusable memory.
+type scratch struct {
+	ops [][shards][]op // per rule, per input shard
+	buf []byte
 }
 
 func (ap *appender) nextApp() storage.ExemplarAppenderV2 {
@@ -33,18 +38,14 @@ func (ap *appender) nextApp() storage.ExemplarAppenderV2 {
 // Append aggregates float samples of matched series; it returns 0 and no
 // error for a series whose input is dropped.
 func (ap *appender) Append(ref storage.SeriesRef, ls labels.Labels, st, t int64, v float64, h *histogram.Histogram, fh *histogram.FloatHistogram, opts storage.AOptions) (storage.SeriesRef, error) {
-	if h != nil || fh != nil {
-		return ap.nextApp().Append(ref, ls, st, t, v, h, fh, opts)
-	}
-	drop := ap.buffer(ls, t, v, nil)
-	if drop {
+	if h == nil && fh == nil && ap.buffer(ls, t, v, nil) {
 		return 0, nil
 	}
 	return ap.nextApp().Append(ref, ls, st, t, v, h, fh, opts)
 }
 
-// AppendExemplars keeps the exemplars of a dropped input for its output and
-// passes the others on.
+// AppendExemplars keeps the newest exemplar of a dropped input for its
+// output and passes the others on.
 func (ap *appender) AppendExemplars(ref storage.SeriesRef, ls labels.Labels, es []exemplar.Exemplar) (storage.SeriesRef, error) {
 	if len(es) > 0 {
 		newest := es[len(es)-1] // sorted by time
@@ -59,6 +60,8 @@ func (ap *appender) AppendExemplars(ref storage.SeriesRef, ls labels.Labels, es 
 // buffer records a sample (or, with ex, an exemplar) for every rule
 // matching ls and reports whether one of them drops the input.
 func (ap *appender) buffer(ls labels.Labels, t int64, v float64, ex *exemplar.Exemplar) (drop bool) {
+	var key inputKey
+	hashed := false
 	for i, r := range ap.a.rules {
 		if !r.matches(ls) {
 			continue
@@ -68,17 +71,12 @@ func (ap *appender) buffer(ls labels.Labels, t int64, v float64, ex *exemplar.Ex
 			ignoredNaN.Inc() // a stale marker, or a gap: no increase
 			continue
 		}
-		if ap.ops == nil {
-			ap.ops = make([][shards][]op, len(ap.a.rules))
+		if !hashed {
+			ap.sc.buf = ls.Bytes(ap.sc.buf)
+			key, hashed = keyOf(ap.sc.buf), true
 		}
-		// Offsets, not slices: the arena may still grow.
-		o := op{start: len(ap.arena), ls: ls, t: t, v: v, ex: ex}
-		ap.arena, _ = r.split(ls, ap.arena, nil)
-		o.mid = len(ap.arena)
-		_, ap.arena = r.split(ls, nil, ap.arena)
-		o.end = len(ap.arena)
-		s := shardIndex(ap.arena[o.start:o.mid])
-		ap.ops[i][s] = append(ap.ops[i][s], o)
+		s := key[0] % shards
+		ap.sc.ops[i][s] = append(ap.sc.ops[i][s], op{key: key, ls: ls, t: t, v: v, ex: ex})
 		if ex == nil {
 			ap.maxT = max(ap.maxT, t)
 			ap.n++
@@ -88,23 +86,21 @@ func (ap *appender) buffer(ls labels.Labels, t int64, v float64, ex *exemplar.Ex
 }
 
 func (ap *appender) Commit() error {
-	if ap.ops != nil {
-		for i, r := range ap.a.rules {
-			for s := range ap.ops[i] {
-				if ops := ap.ops[i][s]; len(ops) > 0 {
-					r.apply(&r.shards[s], ops, ap.arena)
-				}
+	for i, r := range ap.a.rules {
+		for s := range ap.sc.ops[i] {
+			if ops := ap.sc.ops[i][s]; len(ops) > 0 {
+				ap.sc.buf = r.apply(&r.ins[s], ops, ap.sc.buf)
 			}
 		}
-		aggregatedSamples.Add(ap.n)
-		for {
-			cur := ap.a.maxT.Load()
-			if ap.maxT <= cur || ap.a.maxT.CompareAndSwap(cur, ap.maxT) {
-				break
-			}
-		}
-		ap.ops, ap.arena = nil, ap.arena[:0]
 	}
+	aggregatedSamples.Add(ap.n)
+	for {
+		cur := ap.a.maxT.Load()
+		if ap.maxT <= cur || ap.a.maxT.CompareAndSwap(cur, ap.maxT) {
+			break
+		}
+	}
+	ap.release()
 	if ap.next == nil {
 		return nil
 	}
@@ -112,9 +108,24 @@ func (ap *appender) Commit() error {
 }
 
 func (ap *appender) Rollback() error {
-	ap.ops, ap.arena = nil, ap.arena[:0]
+	ap.release()
 	if ap.next == nil {
 		return nil
 	}
 	return ap.next.Rollback()
+}
+
+// release returns the scratch memory for the next appender.
+func (ap *appender) release() {
+	if ap.sc == nil {
+		return
+	}
+	for i := range ap.sc.ops {
+		for s := range ap.sc.ops[i] {
+			clear(ap.sc.ops[i][s]) // drop references to labels
+			ap.sc.ops[i][s] = ap.sc.ops[i][s][:0]
+		}
+	}
+	ap.a.scratch.Put(ap.sc)
+	ap.sc = nil
 }

@@ -3,6 +3,7 @@ package aggregate
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"sync"
 
 	"github.com/cespare/xxhash/v2"
@@ -11,29 +12,41 @@ import (
 	"github.com/prometheus/prometheus/storage"
 )
 
-// shard holds the outputs whose labels hash to it and their inputs.
-type shard struct {
-	mu      sync.Mutex
-	outputs map[string]*output // by the encoding of their kept labels
-	inputs  map[inputKey]*input
+// inShard holds the inputs whose key falls in it.
+type inShard struct {
+	mu     sync.Mutex
+	inputs map[inputKey]input
 }
 
-// inputKey identifies an input among the inputs of its output by a hash of
-// the labels the output drops; two inputs of one output colliding on 64
-// bits is not a practical concern.
-type inputKey struct {
-	out     *output
-	dropped uint64
+// outShard holds the outputs whose labels hash to it.
+type outShard struct {
+	mu      sync.Mutex
+	outputs map[string]*output // by the encoding of their kept labels
+}
+
+// inputKey identifies an input series by two independent 64-bit hashes of
+// its labels: a collision of both among even billions of series is beyond
+// practical concern, and the labels themselves need not be kept.
+type inputKey [2]uint64
+
+var seed = maphash.MakeSeed()
+
+// keyOf hashes the encoding of a label set.
+func keyOf(b []byte) inputKey {
+	return inputKey{xxhash.Sum64(b), maphash.Bytes(seed, b)}
 }
 
 type input struct {
 	last  float64
 	lastT int64
+	out   *output
 }
 
-// output is one aggregated series.
+// output is one aggregated series. mu guards everything but ls.
 type output struct {
 	ls      labels.Labels
+	mu      sync.Mutex
+	dead    bool              // forgotten as stale; its inputs find a new one
 	ref     storage.SeriesRef // in the next storage, once written
 	total   float64           // sum of increases through the last written interval
 	written int64             // end of the last written interval; minTime if none
@@ -50,46 +63,42 @@ type bucket struct {
 
 // op is a buffered sample or exemplar of a matched series.
 type op struct {
-	// arena[start:mid] encodes the labels the output keeps, arena[mid:end]
-	// the ones it drops.
-	start, mid, end int
-	ls              labels.Labels
-	t               int64
-	v               float64
-	ex              *exemplar.Exemplar // an exemplar, not a sample, when set
+	key inputKey
+	ls  labels.Labels
+	t   int64
+	v   float64
+	ex  *exemplar.Exemplar // an exemplar, not a sample, when set
 }
 
-func shardIndex(kept []byte) int { return int(xxhash.Sum64(kept) % shards) }
+// output finds or creates the output of the input series ls; buf is
+// scratch space.
+func (r *rule) output(ls labels.Labels, buf []byte) (*output, []byte) {
+	buf = r.kept(ls, buf[:0])
+	s := &r.outs[xxhash.Sum64(buf)%shards]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.outputs[string(buf)]
+	if out == nil {
+		out = &output{ls: r.outputLabels(ls), written: minTime, lastIn: minTime}
+		s.outputs[string(buf)] = out
+	}
+	return out, buf
+}
 
-// apply adds buffered ops of one shard, in their order.
-func (r *rule) apply(s *shard, ops []op, arena []byte) {
+// apply adds the buffered ops of one input shard, in their order.
+func (r *rule) apply(s *inShard, ops []op, buf []byte) []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i := range ops {
 		o := &ops[i]
-		kept := arena[o.start:o.mid]
-		out := s.outputs[string(kept)]
-		if out == nil {
-			if o.ex != nil {
-				continue // no sample of this output yet: nothing to attach to
-			}
-			out = &output{ls: r.outputLabels(o.ls), written: minTime, lastIn: minTime}
-			s.outputs[string(kept)] = out
-		}
+		in, known := s.inputs[o.key]
 		if o.ex != nil {
-			if !out.hasEx || o.ex.Ts > out.ex.Ts {
-				out.ex, out.hasEx = *o.ex, true
+			if known {
+				in.out.setExemplar(*o.ex)
 			}
 			continue
 		}
-		key := inputKey{out: out, dropped: xxhash.Sum64(arena[o.mid:o.end])}
-		in := s.inputs[key]
-		if in == nil {
-			s.inputs[key] = &input{last: o.v, lastT: o.t}
-			out.add(r, o.t, 0)
-			continue
-		}
-		if o.t <= in.lastT {
+		if known && o.t <= in.lastT {
 			ignoredOld.Inc()
 			continue
 		}
@@ -97,13 +106,26 @@ func (r *rule) apply(s *shard, ops []op, arena []byte) {
 		if o.v < in.last {
 			d = o.v // counter reset
 		}
+		if !known {
+			d = 0 // the first sample sets the base
+			in.out, buf = r.output(o.ls, buf)
+		}
 		in.last, in.lastT = o.v, o.t
-		out.add(r, o.t, d)
+		for !in.out.add(r, o.t, d) {
+			in.out, buf = r.output(o.ls, buf) // its output was forgotten
+		}
+		s.inputs[o.key] = in
 	}
+	return buf
 }
 
-// add counts an increase at sample time t.
-func (o *output) add(r *rule, t int64, d float64) {
+// add counts an increase at sample time t; false if the output is dead.
+func (o *output) add(r *rule, t int64, d float64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.dead {
+		return false
+	}
 	o.lastIn = max(o.lastIn, t)
 	end := r.bucketEnd(t)
 	if end <= o.written {
@@ -115,11 +137,20 @@ func (o *output) add(r *rule, t int64, d float64) {
 	}
 	if i > 0 && o.pending[i-1].end == end {
 		o.pending[i-1].sum += d
-		return
+		return true
 	}
 	o.pending = append(o.pending, bucket{})
 	copy(o.pending[i+1:], o.pending[i:])
 	o.pending[i] = bucket{end: end, sum: d}
+	return true
+}
+
+func (o *output) setExemplar(e exemplar.Exemplar) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.hasEx || e.Ts > o.ex.Ts {
+		o.ex, o.hasEx = e, true
+	}
 }
 
 // point is one output sample to write.
@@ -135,11 +166,11 @@ type point struct {
 // inputs that went stale.
 func (r *rule) flush(ctx context.Context, next storage.AppendableV2, wm int64, all bool) error {
 	var pts []point
-	sweep := !all && wm-r.swept >= r.staleness
-	for i := range r.shards {
-		s := &r.shards[i]
+	for i := range r.outs {
+		s := &r.outs[i]
 		s.mu.Lock()
 		for key, out := range s.outputs {
+			out.mu.Lock()
 			n := len(pts)
 			for len(out.pending) > 0 && out.pending[0].end < wm {
 				b := out.pending[0]
@@ -154,20 +185,25 @@ func (r *rule) flush(ctx context.Context, next storage.AppendableV2, wm int64, a
 			if len(out.pending) == 0 {
 				out.pending = nil
 				if !all && out.lastIn < wm-r.staleness {
+					out.dead = true
 					delete(s.outputs, key)
 				}
 			}
+			out.mu.Unlock()
 		}
-		if sweep {
+		s.mu.Unlock()
+	}
+	if !all && wm-r.swept >= r.staleness {
+		for i := range r.ins {
+			s := &r.ins[i]
+			s.mu.Lock()
 			for key, in := range s.inputs {
 				if in.lastT < wm-r.staleness {
 					delete(s.inputs, key)
 				}
 			}
+			s.mu.Unlock()
 		}
-		s.mu.Unlock()
-	}
-	if sweep {
 		r.swept = wm
 	}
 	return write(ctx, next, pts)
@@ -187,6 +223,8 @@ func write(ctx context.Context, next storage.AppendableV2, pts []point) error {
 	return firstErr
 }
 
+// writeBatch appends points in one transaction. Only the flush goroutine
+// reads and writes output refs.
 func writeBatch(ctx context.Context, next storage.AppendableV2, pts []point) error {
 	app := next.AppenderV2(ctx)
 	failed := 0
