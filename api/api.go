@@ -10,6 +10,7 @@ import (
 	"github.com/grafana/regexp"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"runtime"
@@ -175,6 +176,12 @@ func New(o Options) http.Handler {
 		mux.HandleFunc("PUT /-/reload", reload)
 	}
 	mux.Handle("GET /metrics", metricsHandler(o.Gatherer, o.Logger))
+	// Go profiles, where Prometheus serves them.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return instrument(mux)
 }
 

@@ -121,6 +121,9 @@ func TestLifecycleEndpoints(t *testing.T) {
 	if code, b := s.get(t, "/metrics"); code != 200 || !strings.Contains(b, "meshlens_remote_write_rejected_samples_total") || !strings.Contains(b, "prometheus_tsdb_head_series") {
 		t.Errorf("/metrics lacks meshlens's or the TSDB's metrics")
 	}
+	if code, b := s.get(t, "/debug/pprof/heap?debug=1"); code != 200 || !strings.Contains(b, "heap profile") {
+		t.Errorf("/debug/pprof/heap: %d", code)
+	}
 
 	// A valid reload applies remote_write limits at once.
 	big := make([]byte, 2<<20)

@@ -94,12 +94,18 @@ type Aggregator struct {
 	maxT    atomic.Int64 // newest sample time seen, ms
 	flushMu sync.Mutex   // one flush at a time
 	scratch sync.Pool    // *scratch of finished appenders
+
+	namesMu sync.RWMutex
+	names   map[string]uint64 // metric name -> the name-only rules it matches
 }
+
+// maxNames bounds the cache of rule matches by metric name.
+const maxNames = 10000
 
 // New returns an aggregator in front of next, whose appenders must accept
 // exemplars (storage.ExemplarAppenderV2), as the TSDB head's do.
 func New(next storage.AppendableV2, opts Options) (*Aggregator, error) {
-	a := &Aggregator{next: next, opts: opts, logger: opts.Logger, now: opts.Now}
+	a := &Aggregator{next: next, opts: opts, logger: opts.Logger, now: opts.Now, names: map[string]uint64{}}
 	if a.logger == nil {
 		a.logger = slog.New(slog.DiscardHandler)
 	}
@@ -114,7 +120,8 @@ func New(next storage.AppendableV2, opts Options) (*Aggregator, error) {
 		if err != nil {
 			return nil, fmt.Errorf("aggregation rule %d: %w", i, err)
 		}
-		ru.swept = minTime
+		ru.swept, ru.lastWM = minTime, minTime
+		ru.nameOnly = i < 64 && !slices.ContainsFunc(r.Match, func(m *labels.Matcher) bool { return m.Name != labels.MetricName })
 		a.rules = append(a.rules, ru)
 	}
 	a.maxT.Store(minTime)
@@ -204,6 +211,8 @@ type rule struct {
 	ins       [shards]inShard
 	outs      [shards]outShard
 	swept     int64 // sample time of the last sweep of stale inputs
+	lastWM    int64 // watermark of the last flush
+	nameOnly  bool  // every matcher is on the metric name
 }
 
 func newRule(r Rule) (*rule, error) {
@@ -266,9 +275,45 @@ func shortDuration(d time.Duration) string {
 	return s
 }
 
-func (r *rule) matches(ls labels.Labels) bool {
+// matching reports whether rule i matches ls.
+func (a *Aggregator) matching(i int, ls labels.Labels, name string) bool {
+	r := a.rules[i]
+	if r.nameOnly {
+		return a.byName(name)&(1<<i) != 0
+	}
 	for _, m := range r.Match {
 		if !m.Matches(ls.Get(m.Name)) {
+			return false
+		}
+	}
+	return true
+}
+
+// byName returns the name-only rules matching a metric name as a bit set,
+// remembered for the most common names.
+func (a *Aggregator) byName(name string) uint64 {
+	a.namesMu.RLock()
+	mask, ok := a.names[name]
+	a.namesMu.RUnlock()
+	if ok {
+		return mask
+	}
+	for i, r := range a.rules {
+		if r.nameOnly && r.matchesName(name) {
+			mask |= 1 << i
+		}
+	}
+	a.namesMu.Lock()
+	if len(a.names) < maxNames {
+		a.names[strings.Clone(name)] = mask
+	}
+	a.namesMu.Unlock()
+	return mask
+}
+
+func (r *rule) matchesName(name string) bool {
+	for _, m := range r.Match {
+		if !m.Matches(name) {
 			return false
 		}
 	}

@@ -62,8 +62,9 @@ func (ap *appender) AppendExemplars(ref storage.SeriesRef, ls labels.Labels, es 
 func (ap *appender) buffer(ls labels.Labels, t int64, v float64, ex *exemplar.Exemplar) (drop bool) {
 	var key inputKey
 	hashed := false
+	name := ls.Get(labels.MetricName)
 	for i, r := range ap.a.rules {
-		if !r.matches(ls) {
+		if !ap.a.matching(i, ls, name) {
 			continue
 		}
 		drop = drop || r.DropInput

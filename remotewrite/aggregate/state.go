@@ -165,6 +165,10 @@ type point struct {
 // flush writes the intervals ending before wm and forgets outputs and
 // inputs that went stale.
 func (r *rule) flush(ctx context.Context, next storage.AppendableV2, wm int64, all bool) error {
+	if !all && r.bucketEnd(wm) == r.bucketEnd(r.lastWM) {
+		return nil // no interval ended since the last flush
+	}
+	r.lastWM = wm
 	var pts []point
 	for i := range r.outs {
 		s := &r.outs[i]
