@@ -16,7 +16,8 @@ func (m *Main) runLoad(ctx context.Context, args []string) error {
 	fs, lvl := m.newFlagSet("load")
 	var (
 		url         = fs.String("url", "", "remote-write endpoint, e.g. http://127.0.0.1:9201/api/v1/write (required)")
-		series      = fs.Int("series", 100000, "number of active series")
+		series      = fs.Int("series", 100000, "number of active series (0: every series of a mesh of --services services, encoded per request)")
+		interval    = fs.Duration("interval", 0, "send every series once per interval, as a Prometheus scraping at it does (sets --rate; counters grow at the simulated mesh's rates)")
 		spr         = fs.Int("samples-per-request", 2000, "samples (series) per request")
 		protocol    = fs.String("protocol", "1.0", "remote-write protocol: 1.0 or 2.0")
 		concurrency = fs.Int("concurrency", 4, "requests in flight")
@@ -34,7 +35,7 @@ func (m *Main) runLoad(ctx context.Context, args []string) error {
 		tracesURL   = fs.String("traces-url", "", "send spans instead: Zipkin http://HOST:9411/api/v2/spans or OTLP http://HOST:4318/v1/traces")
 		tracesFmt   = fs.String("traces-format", "zipkin", "span format with --traces-url: zipkin (v2 JSON) or otlp (OTLP/HTTP protobuf)")
 		spr2        = fs.Int("spans-per-request", 1000, "spans per request with --traces-url (whole traces, so about this many)")
-		services    = fs.Int("services", 30, "services of the simulated mesh the spans come from (with --traces-url)")
+		services    = fs.Int("services", 30, "services of the simulated mesh the spans (with --traces-url) or, with --series 0, the series come from")
 	)
 	if err := m.parse(fs, lvl, args); err != nil {
 		return err
@@ -69,13 +70,20 @@ func (m *Main) runLoad(ctx context.Context, args []string) error {
 			Timeout: *timeout, Progress: *progress, ProgressOut: m.Stderr, Headers: hdr, Logger: m.Logger,
 		})
 	}
-	if *series < 1 || *spr < 1 || *concurrency < 1 {
-		return fmt.Errorf("--series %d, --samples-per-request %d and --concurrency %d must be positive", *series, *spr, *concurrency)
+	if *series < 0 || *spr < 1 || *concurrency < 1 || *interval < 0 {
+		return fmt.Errorf("--series %d, --samples-per-request %d, --concurrency %d and --interval %s must be positive", *series, *spr, *concurrency, *interval)
 	}
 	begin := time.Now()
-	d, err := load.BuildDataset(load.DatasetOptions{Seed: *seed, Series: *series, Clusters: *clusters, Mix: load.Mix(*mix)})
+	d, err := load.BuildDataset(load.DatasetOptions{Seed: *seed, Series: *series, Services: *services, Clusters: *clusters, Mix: load.Mix(*mix)})
 	if err != nil {
 		return err
+	}
+	if *interval > 0 {
+		*rate = float64(d.Set.Len()) / interval.Seconds()
+		// The increments are per simulated scrape (15s).
+		for i := range d.Inc {
+			d.Inc[i] *= interval.Seconds() / 15
+		}
 	}
 	m.Logger.Info("series built", "series", d.Set.Len(), "services", d.Services, "took", time.Since(begin))
 	opts := load.Options{

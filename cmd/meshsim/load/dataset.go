@@ -37,8 +37,12 @@ const (
 
 // DatasetOptions select a dataset.
 type DatasetOptions struct {
-	Seed     int64
-	Series   int // number of series wanted
+	Seed int64
+	// Series is the number of series wanted; zero means every series of
+	// the mix in a mesh of Services services, encoded into each request
+	// rather than once (memory for tens of millions of series).
+	Series   int
+	Services int
 	Clusters int // zero means 2
 	Mix      Mix // zero means MixIstio
 }
@@ -46,8 +50,8 @@ type DatasetOptions struct {
 // BuildDataset simulates a mesh large enough to have opts.Series series
 // of the selected mix and takes that many of them.
 func BuildDataset(opts DatasetOptions) (*Dataset, error) {
-	if opts.Series < 1 {
-		return nil, fmt.Errorf("series %d must be positive (--series)", opts.Series)
+	if opts.Series < 0 || (opts.Series == 0 && opts.Services < 1) {
+		return nil, fmt.Errorf("series %d must be positive, or zero with a number of services (--series, --services)", opts.Series)
 	}
 	keep := func(name string) bool {
 		return strings.HasPrefix(name, "istio_request") || strings.HasPrefix(name, "istio_response") || strings.HasPrefix(name, "istio_tcp")
@@ -61,6 +65,10 @@ func BuildDataset(opts DatasetOptions) (*Dataset, error) {
 	}
 	// About 900 Istio series per service with two clusters; start there
 	// and grow the mesh until it is large enough.
+	if opts.Series == 0 {
+		d, _, err := tryDataset(opts, opts.Services, keep)
+		return d, err
+	}
 	services := max(5, int(float64(opts.Series)/800*2/float64(max(opts.Clusters, 2)))+1)
 	for {
 		services = min(services, topology.MaxServices)
@@ -89,8 +97,11 @@ func tryDataset(opts DatasetOptions, services int, keep func(string) bool) (*Dat
 	}
 	// Two steps: values after the first, growth between them. Series
 	// created in the second step are left out.
-	first := make(map[sim.Ref]float64)
 	b := s.Step()
+	first := make([]float64, s.NumSeries()) // by Ref; NaN: no sample
+	for i := range first {
+		first[i] = math.NaN()
+	}
 	for _, c := range b.Samples {
 		for _, smp := range c {
 			first[smp.Ref] = smp.V
@@ -101,8 +112,11 @@ func tryDataset(opts DatasetOptions, services int, keep func(string) bool) (*Dat
 	b = s.Step()
 	for _, c := range b.Samples {
 		for _, smp := range c {
-			v0, ok := first[smp.Ref]
-			if !ok || math.IsNaN(smp.V) || !keep(s.Labels(smp.Ref).Get("__name__")) {
+			if int(smp.Ref) >= len(first) {
+				continue // created in the second step
+			}
+			v0 := first[smp.Ref]
+			if math.IsNaN(v0) || math.IsNaN(smp.V) || !keep(s.Labels(smp.Ref).Get("__name__")) {
 				continue
 			}
 			refs = append(refs, smp.Ref)
@@ -129,6 +143,10 @@ func tryDataset(opts DatasetOptions, services int, keep func(string) bool) (*Dat
 		d.Start[i] = first[r]
 		types[i] = s.Type(r).RemoteWriteType()
 	}
-	d.Set = rw.NewSeriesSet(d.Labels, types)
+	if opts.Series == 0 {
+		d.Set = rw.NewLazySeriesSet(d.Labels, types)
+	} else {
+		d.Set = rw.NewSeriesSet(d.Labels, types)
+	}
 	return d, len(refs), nil
 }

@@ -22,14 +22,23 @@ func TestSeriesSetRoundTrip(t *testing.T) {
 	for i := range types {
 		types[i] = TypeCounter
 	}
-	set := NewSeriesSet(lsets, types)
 	vals := make([]float64, 20)
 	for i := range vals {
 		vals[i] = float64(i) * 1.5
 	}
-	sc := set.NewScratch()
-	for _, p := range []Protocol{V1, V2} {
-		t.Run(string(p), func(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		set  *SeriesSet
+		p    Protocol
+	}{
+		{"encoded once", NewSeriesSet(lsets, types), V1},
+		{"encoded once", NewSeriesSet(lsets, types), V2},
+		{"lazy", NewLazySeriesSet(lsets, types), V1},
+		{"lazy", NewLazySeriesSet(lsets, types), V2},
+	} {
+		set, p := c.set, c.p
+		sc := set.NewScratch()
+		t.Run(c.name+"/"+string(p), func(t *testing.T) {
 			for round := range 3 { // scratch reuse must not leak symbols between requests
 				var b []byte
 				if p == V1 {

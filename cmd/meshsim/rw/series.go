@@ -14,6 +14,17 @@ type SeriesSet struct {
 	refs     [][]uint32 // per series: global symbol ids, name/value pairs
 	symbols  []string   // global symbol table
 	types    []uint8
+	lazy     []labels.Labels // set instead of the above by NewLazySeriesSet
+}
+
+// NewLazySeriesSet keeps the label sets and encodes them into each request
+// instead of once: more CPU per request, no memory per series beyond the
+// label sets (tens of millions of series fit).
+func NewLazySeriesSet(lsets []labels.Labels, types []uint8) *SeriesSet {
+	if types == nil {
+		types = make([]uint8, len(lsets))
+	}
+	return &SeriesSet{lazy: lsets, types: types}
 }
 
 // NewSeriesSet encodes the labels of every series. types may be nil.
@@ -49,7 +60,12 @@ func NewSeriesSet(lsets []labels.Labels, types []uint8) *SeriesSet {
 }
 
 // Len returns the number of series.
-func (s *SeriesSet) Len() int { return len(s.v1Labels) }
+func (s *SeriesSet) Len() int {
+	if s.lazy != nil {
+		return len(s.lazy)
+	}
+	return len(s.v1Labels)
+}
 
 // Scratch is per-goroutine state for encoding 2.0 requests.
 type Scratch struct {
@@ -58,6 +74,8 @@ type Scratch struct {
 	list  []string
 	ts    []byte
 	refs  []uint32
+	lb    []byte            // labels of one series (lazy 1.0)
+	syms  map[string]uint32 // symbol -> local id + 1 (lazy 2.0)
 }
 
 // NewScratch returns scratch space for s.
@@ -70,8 +88,15 @@ func (s *SeriesSet) NewScratch() *Scratch {
 func (s *SeriesSet) AppendV1(dst []byte, lo, hi int, t int64, vals []float64) []byte {
 	ss := sampleSize(t)
 	sampleField := 1 + protowire.SizeVarint(uint64(ss)) + ss
+	var tmp []byte
 	for i := lo; i < hi; i++ {
-		lb := s.v1Labels[i]
+		var lb []byte
+		if s.lazy != nil {
+			tmp = appendV1Labels(tmp[:0], v1TSLabels, s.lazy[i])
+			lb = tmp
+		} else {
+			lb = s.v1Labels[i]
+		}
 		n := len(lb) + sampleField
 		dst = protowire.AppendTag(dst, v1WriteTimeseries, protowire.BytesType)
 		dst = protowire.AppendVarint(dst, uint64(n))
@@ -79,6 +104,26 @@ func (s *SeriesSet) AppendV1(dst []byte, lo, hi int, t int64, vals []float64) []
 		dst = appendSample(dst, v1TSSamples, vals[i-lo], t)
 	}
 	return dst
+}
+
+// globalRefs are series i's global symbol ids; none for a lazy set.
+func (s *SeriesSet) globalRefs(i int) []uint32 {
+	if s.lazy != nil {
+		return nil
+	}
+	return s.refs[i]
+}
+
+// localRef is the request-local id of a symbol, added to the request's
+// table on first use (lazy sets).
+func (sc *Scratch) localRef(str string) uint32 {
+	id := sc.syms[str]
+	if id == 0 {
+		sc.list = append(sc.list, str)
+		id = uint32(len(sc.list))
+		sc.syms[str] = id
+	}
+	return id - 1
 }
 
 // AppendV2 appends an io.prometheus.write.v2.Request with one sample per
@@ -89,9 +134,21 @@ func (s *SeriesSet) AppendV2(dst []byte, sc *Scratch, lo, hi int, t int64, vals 
 	sc.used = sc.used[:0]
 	sc.ts = sc.ts[:0]
 	ss := sampleSize(t)
+	if s.lazy != nil {
+		if sc.syms == nil {
+			sc.syms = map[string]uint32{}
+		}
+		clear(sc.syms)
+		sc.syms[""] = 1 // symbol 0 is the empty string
+	}
 	for i := lo; i < hi; i++ {
 		sc.refs = sc.refs[:0]
-		for _, g := range s.refs[i] {
+		if s.lazy != nil {
+			s.lazy[i].Range(func(l labels.Label) {
+				sc.refs = append(sc.refs, sc.localRef(l.Name), sc.localRef(l.Value))
+			})
+		}
+		for _, g := range s.globalRefs(i) {
 			l := sc.local[g]
 			if l == 0 {
 				if s.symbols[g] == "" {

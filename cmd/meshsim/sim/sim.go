@@ -213,6 +213,10 @@ func New(opts Options) (*Sim, error) {
 	}
 	t := opts.Topology
 	s := &Sim{
+		// One symbol table for every series: built with -tags dedupelabels,
+		// a label set is then a few bytes per label (a mesh of 10,000
+		// services fits in memory); the default build ignores it.
+		scratch:   labels.NewScratchBuilderWithSymbolTable(labels.NewSymbolTable(), 40),
 		opts:      opts,
 		topo:      t,
 		traffic:   t.Traffic(),
