@@ -13,12 +13,17 @@
 // sample in a rate() window does.
 //
 // Time is the samples' time, not the wall clock, so backfills aggregate as
-// live data does: an interval's outputs are written once a sample at least
-// FlushDelay newer than its end has arrived (or the wall clock has passed
-// it, whichever is earlier in sample time). A sample that arrives after its
-// interval was written is counted in the next one: late data moves, it is
-// never dropped. Outputs and inputs without samples for the rule's
-// staleness interval are forgotten.
+// live data does. Each output keeps its own time, the newest sample of its
+// inputs: an interval is written once a sample at least FlushDelay newer
+// than its end has arrived for the output (and the newest sample of all,
+// or the wall clock, has passed that too). So the samples of a sender that
+// lags behind the others, such as a Prometheus server replaying its
+// backlog, still count in their own intervals. A sample that arrives after
+// its interval was written counts in the next one: late data moves, it is
+// never dropped. An output that received nothing for the rule's staleness
+// interval has its last intervals written and is forgotten, as is an input
+// whose newest sample is that much older than its output's (a pod that
+// went away).
 //
 // Aggregation state is in memory: after a restart every output starts from
 // zero again (a counter reset to rate()) and the first sample of each input
@@ -61,8 +66,9 @@ type Rule struct {
 	// DropInput stores only the outputs, not the matched input series.
 	// Exemplars of dropped inputs are kept on their output.
 	DropInput bool
-	// Staleness is how long, in sample time, an input or output is kept
-	// without samples. Zero means 5m.
+	// Staleness is how long an output is kept after it last received a
+	// sample (wall-clock time), and an input after its last sample while
+	// its output received newer ones (sample time). Zero means 5m.
 	Staleness time.Duration
 }
 
@@ -161,21 +167,13 @@ func (a *Aggregator) Run(ctx context.Context) error {
 func (a *Aggregator) Flush(ctx context.Context, all bool) {
 	a.flushMu.Lock()
 	defer a.flushMu.Unlock()
-	wm := a.watermark()
-	if all {
-		wm = 1 << 62
-	}
+	wall := timestamp.FromTime(a.now())
+	now := min(a.maxT.Load(), wall)
 	for _, r := range a.rules {
-		if err := r.flush(ctx, a.next, wm, all); err != nil {
+		if err := r.flush(ctx, a.next, now, wall, a.opts.FlushDelay.Milliseconds(), all); err != nil {
 			a.logger.Error("write aggregated series", "err", err)
 		}
 	}
-}
-
-// watermark is the sample time up to which intervals are written.
-func (a *Aggregator) watermark() int64 {
-	t := min(a.maxT.Load(), timestamp.FromTime(a.now()))
-	return t - a.opts.FlushDelay.Milliseconds()
 }
 
 // Outputs returns the number of output series of every rule.
@@ -210,8 +208,8 @@ type rule struct {
 	staleness int64    // ms
 	ins       [shards]inShard
 	outs      [shards]outShard
-	swept     int64 // sample time of the last sweep of stale inputs
-	lastWM    int64 // watermark of the last flush
+	swept     int64 // wall-clock time of the last sweep of stale inputs
+	lastWM    int64 // sample time up to which the last flush wrote
 	nameOnly  bool  // every matcher is on the metric name
 }
 

@@ -280,11 +280,14 @@ func TestStaleOutputsAreForgotten(t *testing.T) {
 	db := openDB(t)
 	r := istioRule(true, true)
 	r.Staleness = 2 * time.Minute
-	a := newAgg(t, db, Options{Rules: []Rule{r}})
+	var wall int64 // samples arrive a second after their time
+	a := newAgg(t, db, Options{Rules: []Rule{r}, Now: func() time.Time { return time.UnixMilli(wall) }})
 	gone := series("istio_requests_total", "destination_service_name", "gone", "pod", "a")
 	stays := series("istio_requests_total", "destination_service_name", "stays", "pod", "a")
+	wall = 1000
 	send(t, a, sample{gone, 0, 1}, sample{stays, 0, 1})
 	for ts := int64(15000); ts <= 300000; ts += 15000 {
+		wall = ts + 1000
 		send(t, a, sample{stays, ts, float64(ts)})
 		a.Flush(context.Background(), false)
 	}
@@ -292,6 +295,7 @@ func TestStaleOutputsAreForgotten(t *testing.T) {
 		t.Fatalf("outputs after 5m without samples of one: %d, want 1", n)
 	}
 	// It comes back as a new series of the output: its first sample is a base.
+	wall = 321000
 	send(t, a, sample{gone, 310000, 50}, sample{gone, 320000, 60})
 	a.Flush(context.Background(), true)
 	pts := read(t, db, labels.MustNewMatcher(labels.MatchEqual, "destination_service_name", "gone"))[`{__name__="istio_requests_total", destination_service_name="gone"}`]
@@ -379,6 +383,39 @@ func TestNewRejectsBadRules(t *testing.T) {
 	} {
 		if _, err := New(nil, Options{Rules: []Rule{r}}); err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// A sender lagging behind the others (a Prometheus server replaying its
+// backlog) has its samples counted in their own intervals, not piled into
+// the newest one.
+func TestLaggingSenderKeepsItsIntervals(t *testing.T) {
+	db := openDB(t)
+	a := newAgg(t, db, Options{Rules: []Rule{istioRule(true, true)}, FlushDelay: 30 * time.Second})
+	east := series("istio_requests_total", "cluster", "east", "pod", "a")
+	west := series("istio_requests_total", "cluster", "west", "pod", "a")
+	// east is live; west, down for the first 10 minutes, replays them
+	// while east goes on, with flushes in between.
+	for ts := int64(0); ts < 600000; ts += 15000 {
+		send(t, a, sample{east, ts, float64(ts / 1000)})
+		a.Flush(context.Background(), false)
+	}
+	for ts := int64(0); ts <= 600000; ts += 15000 {
+		send(t, a, sample{east, 600000 + ts, float64(600 + ts/1000)})
+		a.Flush(context.Background(), false)
+		send(t, a, sample{west, ts, float64(ts / 1000)})
+		a.Flush(context.Background(), false)
+	}
+	a.Flush(context.Background(), true)
+	got := read(t, db, labels.MustNewMatcher(labels.MatchEqual, "cluster", "west"))
+	pts := got[`{__name__="istio_requests_total", cluster="west"}`]
+	if len(pts) != 21 { // 0, 30s, ..., 600s
+		t.Fatalf("west: %d points, want 21: %v", len(pts), pts)
+	}
+	for i, p := range pts {
+		if want := [2]float64{float64(i) * 30000, float64(i) * 30}; p != want {
+			t.Fatalf("west point %d: %v, want %v (a steady 1/s)", i, p, want)
 		}
 	}
 }

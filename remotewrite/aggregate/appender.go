@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/timestamp"
 	"github.com/prometheus/prometheus/storage"
 )
 
@@ -87,10 +88,11 @@ func (ap *appender) buffer(ls labels.Labels, t int64, v float64, ex *exemplar.Ex
 }
 
 func (ap *appender) Commit() error {
+	recv := timestamp.FromTime(ap.a.now())
 	for i, r := range ap.a.rules {
 		for s := range ap.sc.ops[i] {
 			if ops := ap.sc.ops[i][s]; len(ops) > 0 {
-				ap.sc.buf = r.apply(&r.ins[s], ops, ap.sc.buf)
+				ap.sc.buf = r.apply(&r.ins[s], ops, ap.sc.buf, recv)
 			}
 		}
 	}

@@ -52,6 +52,7 @@ type output struct {
 	written int64             // end of the last written interval; minTime if none
 	pending []bucket          // increases of unwritten intervals, by ascending end
 	lastIn  int64             // newest input sample time
+	recv    int64             // wall-clock time of the newest input sample, ms
 	ex      exemplar.Exemplar // newest exemplar of a dropped input not yet written
 	hasEx   bool
 }
@@ -85,8 +86,9 @@ func (r *rule) output(ls labels.Labels, buf []byte) (*output, []byte) {
 	return out, buf
 }
 
-// apply adds the buffered ops of one input shard, in their order.
-func (r *rule) apply(s *inShard, ops []op, buf []byte) []byte {
+// apply adds the buffered ops of one input shard, in their order, received
+// at wall-clock time recv.
+func (r *rule) apply(s *inShard, ops []op, buf []byte, recv int64) []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i := range ops {
@@ -111,7 +113,7 @@ func (r *rule) apply(s *inShard, ops []op, buf []byte) []byte {
 			in.out, buf = r.output(o.ls, buf)
 		}
 		in.last, in.lastT = o.v, o.t
-		for !in.out.add(r, o.t, d) {
+		for !in.out.add(r, o.t, d, recv) {
 			in.out, buf = r.output(o.ls, buf) // its output was forgotten
 		}
 		s.inputs[o.key] = in
@@ -120,13 +122,14 @@ func (r *rule) apply(s *inShard, ops []op, buf []byte) []byte {
 }
 
 // add counts an increase at sample time t; false if the output is dead.
-func (o *output) add(r *rule, t int64, d float64) bool {
+func (o *output) add(r *rule, t int64, d float64, recv int64) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.dead {
 		return false
 	}
 	o.lastIn = max(o.lastIn, t)
+	o.recv = max(o.recv, recv)
 	end := r.bucketEnd(t)
 	if end <= o.written {
 		end = o.written + r.interval // late: counted in the first unwritten interval
@@ -162,21 +165,32 @@ type point struct {
 	has bool
 }
 
-// flush writes the intervals ending before wm and forgets outputs and
-// inputs that went stale.
-func (r *rule) flush(ctx context.Context, next storage.AppendableV2, wm int64, all bool) error {
-	if !all && r.bucketEnd(wm) == r.bucketEnd(r.lastWM) {
+// flush writes the intervals that are due at sample time now (the newest
+// sample of all, or the wall clock if earlier) and forgets what went stale
+// by wall-clock time wall. An interval of an output is due when it ended
+// more than delay before both now and the output's newest sample; every
+// interval is due with all (at shutdown) or once the output received
+// nothing for the staleness interval. An input is stale once it received
+// nothing for that long while its output did, or its output is.
+func (r *rule) flush(ctx context.Context, next storage.AppendableV2, now, wall, delay int64, all bool) error {
+	sweep := !all && wall-r.swept >= r.staleness
+	if !all && !sweep && r.bucketEnd(now-delay) == r.bucketEnd(r.lastWM) {
 		return nil // no interval ended since the last flush
 	}
-	r.lastWM = wm
+	r.lastWM = now - delay
 	var pts []point
 	for i := range r.outs {
 		s := &r.outs[i]
 		s.mu.Lock()
 		for key, out := range s.outputs {
 			out.mu.Lock()
+			stale := out.recv < wall-r.staleness
+			limit := min(now, out.lastIn) - delay
+			if all || stale {
+				limit = 1 << 62
+			}
 			n := len(pts)
-			for len(out.pending) > 0 && out.pending[0].end < wm {
+			for len(out.pending) > 0 && out.pending[0].end < limit {
 				b := out.pending[0]
 				out.total += b.sum
 				out.written = b.end
@@ -188,7 +202,7 @@ func (r *rule) flush(ctx context.Context, next storage.AppendableV2, wm int64, a
 			}
 			if len(out.pending) == 0 {
 				out.pending = nil
-				if !all && out.lastIn < wm-r.staleness {
+				if stale && !all {
 					out.dead = true
 					delete(s.outputs, key)
 				}
@@ -197,18 +211,21 @@ func (r *rule) flush(ctx context.Context, next storage.AppendableV2, wm int64, a
 		}
 		s.mu.Unlock()
 	}
-	if !all && wm-r.swept >= r.staleness {
+	if sweep {
 		for i := range r.ins {
 			s := &r.ins[i]
 			s.mu.Lock()
 			for key, in := range s.inputs {
-				if in.lastT < wm-r.staleness {
+				in.out.mu.Lock()
+				gone := in.out.dead || in.lastT < in.out.lastIn-r.staleness
+				in.out.mu.Unlock()
+				if gone {
 					delete(s.inputs, key)
 				}
 			}
 			s.mu.Unlock()
 		}
-		r.swept = wm
+		r.swept = wall
 	}
 	return write(ctx, next, pts)
 }
