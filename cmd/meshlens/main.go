@@ -16,10 +16,14 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(75) // Prometheus's default: less memory for a little more CPU
+	}
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
 		case "rules":
