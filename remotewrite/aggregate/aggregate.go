@@ -183,7 +183,7 @@ func (a *Aggregator) Outputs() int {
 		for i := range r.outs {
 			s := &r.outs[i]
 			s.mu.Lock()
-			n += len(s.outputs)
+			n += s.n
 			s.mu.Unlock()
 		}
 	}
@@ -250,7 +250,7 @@ func newRule(r Rule) (*rule, error) {
 	}
 	for i := range shards {
 		ru.ins[i].inputs = map[inputKey]input{}
-		ru.outs[i].outputs = map[string]*output{}
+		ru.outs[i].outputs = map[uint64]*output{}
 	}
 	return ru, nil
 }
@@ -316,35 +316,6 @@ func (r *rule) matchesName(name string) bool {
 		}
 	}
 	return true
-}
-
-// kept appends the encoding of the labels an output keeps to b.
-func (r *rule) kept(ls labels.Labels, b []byte) []byte {
-	j := 0
-	ls.Range(func(l labels.Label) {
-		for j < len(r.names) && r.names[j] < l.Name {
-			j++
-		}
-		if listed := j < len(r.names) && r.names[j] == l.Name; listed == r.keep || l.Name == labels.MetricName {
-			b = appendLabel(b, l)
-		}
-	})
-	return b
-}
-
-func appendLabel(b []byte, l labels.Label) []byte {
-	b = appendString(b, l.Name)
-	return appendString(b, l.Value)
-}
-
-func appendString(b []byte, s string) []byte {
-	n := len(s)
-	for n >= 0x80 {
-		b = append(b, byte(n)|0x80)
-		n >>= 7
-	}
-	b = append(b, byte(n))
-	return append(b, s...)
 }
 
 // outputLabels are the labels of the output whose kept labels are ls.

@@ -92,7 +92,7 @@ func (ap *appender) Commit() error {
 	for i, r := range ap.a.rules {
 		for s := range ap.sc.ops[i] {
 			if ops := ap.sc.ops[i][s]; len(ops) > 0 {
-				ap.sc.buf = r.apply(&r.ins[s], ops, ap.sc.buf, recv)
+				r.apply(&r.ins[s], ops, recv)
 			}
 		}
 	}

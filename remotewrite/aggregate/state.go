@@ -18,10 +18,14 @@ type inShard struct {
 	inputs map[inputKey]input
 }
 
-// outShard holds the outputs whose labels hash to it.
+// outShard holds the outputs whose labels hash to it. Outputs are keyed by
+// the hash of their labels, collisions chained and told apart by the
+// labels, which are shared with the TSDB head: an output costs no copy of
+// its labels.
 type outShard struct {
 	mu      sync.Mutex
-	outputs map[string]*output // by the encoding of their kept labels
+	outputs map[uint64]*output
+	n       int
 }
 
 // inputKey identifies an input series by two independent 64-bit hashes of
@@ -45,6 +49,7 @@ type input struct {
 // output is one aggregated series. mu guards everything but ls.
 type output struct {
 	ls      labels.Labels
+	next    *output // with the same hash
 	mu      sync.Mutex
 	dead    bool              // forgotten as stale; its inputs find a new one
 	ref     storage.SeriesRef // in the next storage, once written
@@ -71,24 +76,27 @@ type op struct {
 	ex  *exemplar.Exemplar // an exemplar, not a sample, when set
 }
 
-// output finds or creates the output of the input series ls; buf is
-// scratch space.
-func (r *rule) output(ls labels.Labels, buf []byte) (*output, []byte) {
-	buf = r.kept(ls, buf[:0])
-	s := &r.outs[xxhash.Sum64(buf)%shards]
+// output finds or creates the output of the input series ls.
+func (r *rule) output(ls labels.Labels) *output {
+	ols := r.outputLabels(ls)
+	h := ols.Hash()
+	s := &r.outs[h%shards]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := s.outputs[string(buf)]
-	if out == nil {
-		out = &output{ls: r.outputLabels(ls), written: minTime, lastIn: minTime}
-		s.outputs[string(buf)] = out
+	for out := s.outputs[h]; out != nil; out = out.next {
+		if labels.Equal(out.ls, ols) {
+			return out
+		}
 	}
-	return out, buf
+	out := &output{ls: ols, next: s.outputs[h], written: minTime, lastIn: minTime}
+	s.outputs[h] = out
+	s.n++
+	return out
 }
 
 // apply adds the buffered ops of one input shard, in their order, received
 // at wall-clock time recv.
-func (r *rule) apply(s *inShard, ops []op, buf []byte, recv int64) []byte {
+func (r *rule) apply(s *inShard, ops []op, recv int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i := range ops {
@@ -110,15 +118,14 @@ func (r *rule) apply(s *inShard, ops []op, buf []byte, recv int64) []byte {
 		}
 		if !known {
 			d = 0 // the first sample sets the base
-			in.out, buf = r.output(o.ls, buf)
+			in.out = r.output(o.ls)
 		}
 		in.last, in.lastT = o.v, o.t
 		for !in.out.add(r, o.t, d, recv) {
-			in.out, buf = r.output(o.ls, buf) // its output was forgotten
+			in.out = r.output(o.ls) // its output was forgotten
 		}
 		s.inputs[o.key] = in
 	}
-	return buf
 }
 
 // add counts an increase at sample time t; false if the output is dead.
@@ -182,32 +189,22 @@ func (r *rule) flush(ctx context.Context, next storage.AppendableV2, now, wall, 
 	for i := range r.outs {
 		s := &r.outs[i]
 		s.mu.Lock()
-		for key, out := range s.outputs {
-			out.mu.Lock()
-			stale := out.recv < wall-r.staleness
-			limit := min(now, out.lastIn) - delay
-			if all || stale {
-				limit = 1 << 62
-			}
-			n := len(pts)
-			for len(out.pending) > 0 && out.pending[0].end < limit {
-				b := out.pending[0]
-				out.total += b.sum
-				out.written = b.end
-				out.pending = out.pending[1:]
-				pts = append(pts, point{out: out, t: b.end, v: out.total})
-			}
-			if out.hasEx && len(pts) > n {
-				pts[len(pts)-1].ex, pts[len(pts)-1].has, out.hasEx = out.ex, true, false
-			}
-			if len(out.pending) == 0 {
-				out.pending = nil
-				if stale && !all {
-					out.dead = true
-					delete(s.outputs, key)
+		for h, head := range s.outputs {
+			var kept *output // the chain without forgotten outputs
+			for out := head; out != nil; {
+				next := out.next
+				if r.flushOutput(out, now, wall, delay, all, &pts) {
+					s.n--
+				} else {
+					out.next, kept = kept, out
 				}
+				out = next
 			}
-			out.mu.Unlock()
+			if kept == nil {
+				delete(s.outputs, h)
+			} else {
+				s.outputs[h] = kept
+			}
 		}
 		s.mu.Unlock()
 	}
@@ -228,6 +225,39 @@ func (r *rule) flush(ctx context.Context, next storage.AppendableV2, now, wall, 
 		r.swept = wall
 	}
 	return write(ctx, next, pts)
+}
+
+// flushOutput appends the due intervals of out to pts and reports whether
+// out went stale and is forgotten.
+func (r *rule) flushOutput(out *output, now, wall, delay int64, all bool, pts *[]point) bool {
+	out.mu.Lock()
+	defer out.mu.Unlock()
+	stale := out.recv < wall-r.staleness
+	limit := min(now, out.lastIn) - delay
+	if all || stale {
+		limit = 1 << 62
+	}
+	n := len(*pts)
+	for len(out.pending) > 0 && out.pending[0].end < limit {
+		b := out.pending[0]
+		out.total += b.sum
+		out.written = b.end
+		out.pending = out.pending[1:]
+		*pts = append(*pts, point{out: out, t: b.end, v: out.total})
+	}
+	if out.hasEx && len(*pts) > n {
+		p := &(*pts)[len(*pts)-1]
+		p.ex, p.has, out.hasEx = out.ex, true, false
+	}
+	if len(out.pending) > 0 {
+		return false
+	}
+	out.pending = nil
+	if stale && !all {
+		out.dead = true
+		return true
+	}
+	return false
 }
 
 // write appends the points in transactions of at most 10,000 samples.
