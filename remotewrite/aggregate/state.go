@@ -46,13 +46,14 @@ type input struct {
 	out   *output
 }
 
-// output is one aggregated series. mu guards everything but ls.
+// output is one aggregated series. ls never changes, next is guarded by
+// the shard's mutex, ref is used by the flush alone; mu guards the rest.
 type output struct {
 	ls      labels.Labels
-	next    *output // with the same hash
+	next    *output           // with the same hash
+	ref     storage.SeriesRef // in the next storage, once written
 	mu      sync.Mutex
 	dead    bool              // forgotten as stale; its inputs find a new one
-	ref     storage.SeriesRef // in the next storage, once written
 	total   float64           // sum of increases through the last written interval
 	written int64             // end of the last written interval; minTime if none
 	pending []bucket          // increases of unwritten intervals, by ascending end
