@@ -84,18 +84,8 @@ func main() {
 		args func(addr, data string) []string
 		bin  func() string
 	}{
-		{"meshlens", func(addr, data string) []string {
-			cfg := filepath.Join(data, "meshlens.yml")
-			check(os.MkdirAll(data, 0o755))
-			check(os.WriteFile(cfg, []byte(fmt.Sprintf("rules:\n  evaluation_interval: %s\n", interval)), 0o644))
-			return []string{"--listen=" + addr, "--data-dir=" + data, "--config=" + cfg, "--log.level=warn"}
-		}, func() string { return meshlens }},
-		{"meshlens-aggregated", func(addr, data string) []string {
-			cfg := filepath.Join(data, "meshlens.yml")
-			check(os.MkdirAll(data, 0o755))
-			check(os.WriteFile(cfg, []byte(fmt.Sprintf("rules:\n  evaluation_interval: %s\n%s", interval, aggregation)), 0o644))
-			return []string{"--listen=" + addr, "--data-dir=" + data, "--config=" + cfg, "--log.level=warn"}
-		}, func() string { return meshlens }},
+		{"meshlens", meshlensArgs(interval, ""), func() string { return meshlens }},
+		{"meshlens-aggregated", meshlensArgs(interval, string(aggregation)), func() string { return meshlens }},
 		{"prometheus v0.316.0", func(addr, data string) []string {
 			cfg := filepath.Join(data, "prometheus.yml")
 			check(os.MkdirAll(data, 0o755))
@@ -194,6 +184,17 @@ func main() {
 		}
 	}
 	fmt.Println()
+}
+
+// meshlensArgs returns the command line of a meshlens evaluating rules every
+// interval, with extra appended to its configuration.
+func meshlensArgs(interval time.Duration, extra string) func(addr, data string) []string {
+	return func(addr, data string) []string {
+		cfg := filepath.Join(data, "meshlens.yml")
+		check(os.MkdirAll(data, 0o755))
+		check(os.WriteFile(cfg, []byte(fmt.Sprintf("rules:\n  evaluation_interval: %s\n%s", interval, extra)), 0o644))
+		return []string{"--listen=" + addr, "--data-dir=" + data, "--config=" + cfg, "--log.level=warn"}
+	}
 }
 
 type group struct {
