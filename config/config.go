@@ -36,6 +36,7 @@ type Config struct {
 	Rules       RulesConfig       `yaml:"rules"`
 	Compactor   CompactorConfig   `yaml:"compactor"`
 	Aggregation AggregationConfig `yaml:"aggregation"`
+	Traces      TracesConfig      `yaml:"traces"`
 	// Alerting is Prometheus's own alerting section: alertmanagers (static_configs,
 	// file_sd_configs, dns_sd_configs, scheme, path_prefix, timeout, api_version,
 	// TLS and auth) and alert_relabel_configs. It is reloadable.
@@ -112,6 +113,57 @@ type AggregationRule struct {
 	KeepMetricNames bool `yaml:"keep_metric_names"`
 	// DropInput stores only the outputs of the matched series.
 	DropInput bool `yaml:"drop_input"`
+}
+
+// TracesConfig configures span ingest, the span store and forwarding.
+// Changes need a restart.
+type TracesConfig struct {
+	// Retention is how long spans are kept, locally and in the bucket.
+	Retention Duration `yaml:"retention"`
+	// TraceIdle is how long after its last span a trace is complete and may
+	// leave the head for a block.
+	TraceIdle Duration `yaml:"trace_idle"`
+	// MaxBlockDuration is how often, at least, the head is cut into a block.
+	MaxBlockDuration Duration `yaml:"max_block_duration"`
+	// MaxRequestBytes limits a (compressed) request body; larger bodies get 413.
+	MaxRequestBytes Bytes `yaml:"max_request_bytes"`
+	// MaxDecodedBytes limits a decompressed body; larger ones get 400.
+	MaxDecodedBytes Bytes `yaml:"max_decoded_bytes"`
+	// MaxSpansPerRequest limits the spans of one request; larger ones get 400.
+	MaxSpansPerRequest int `yaml:"max_spans_per_request"`
+	// MaxAttributeValueBytes truncates longer string attribute values.
+	MaxAttributeValueBytes int `yaml:"max_attribute_value_bytes"`
+	// MaxSpansPerTrace refuses further spans of a trace that has this many.
+	MaxSpansPerTrace int `yaml:"max_spans_per_trace"`
+	// OTLPGRPC is the OTLP/gRPC listener; off unless an address is set
+	// (OTLP's conventional one is :4317).
+	OTLPGRPC OTLPGRPCConfig `yaml:"otlp_grpc"`
+	// Forward sends every accepted span on to an OTLP endpoint (Grafana
+	// Tempo, Jaeger, an OpenTelemetry Collector); off unless an endpoint is
+	// set.
+	Forward ForwardConfig `yaml:"forward"`
+}
+
+// OTLPGRPCConfig configures the OTLP/gRPC listener.
+type OTLPGRPCConfig struct {
+	// Address is host:port to listen on; empty turns the listener off.
+	Address string `yaml:"address"`
+}
+
+// ForwardConfig configures span forwarding over OTLP.
+type ForwardConfig struct {
+	// Endpoint is a URL for http (http://tempo:4318/v1/traces) or host:port
+	// for grpc (tempo:4317); empty turns forwarding off.
+	Endpoint string `yaml:"endpoint"`
+	// Protocol is grpc or http.
+	Protocol string `yaml:"protocol"`
+	// Headers are sent with every export (e.g. X-Scope-OrgID).
+	Headers map[string]string `yaml:"headers"`
+	// Timeout bounds one export.
+	Timeout Duration `yaml:"timeout"`
+	// QueueSpans bounds the spans waiting to be sent; beyond it spans are
+	// dropped and counted.
+	QueueSpans int `yaml:"queue_spans"`
 }
 
 // CompactorConfig configures the bucket compactor (meshlens compact, or
@@ -280,6 +332,17 @@ func Default() Config {
 			Downsample:  true,
 		},
 		Aggregation: AggregationConfig{FlushDelay: Duration(30 * time.Second)},
+		Traces: TracesConfig{
+			Retention:              Duration(7 * 24 * time.Hour),
+			TraceIdle:              Duration(10 * time.Second),
+			MaxBlockDuration:       Duration(5 * time.Minute),
+			MaxRequestBytes:        16 << 20,
+			MaxDecodedBytes:        64 << 20,
+			MaxSpansPerRequest:     100000,
+			MaxAttributeValueBytes: 4096,
+			MaxSpansPerTrace:       100000,
+			Forward:                ForwardConfig{Protocol: "grpc", Timeout: Duration(10 * time.Second), QueueSpans: 100000},
+		},
 		Rules: RulesConfig{
 			EvaluationInterval: Duration(30 * time.Second),
 			OutageTolerance:    Duration(time.Hour),
@@ -355,6 +418,17 @@ func (c Config) Validate() error {
 		{c.Rules.ForGracePeriod >= 0, "rules.for_grace_period", "must not be negative"},
 		{c.Rules.ResendDelay > 0, "rules.resend_delay", "must be positive"},
 		{c.Aggregation.FlushDelay >= 0, "aggregation.flush_delay", "must not be negative"},
+		{c.Traces.Retention > 0, "traces.retention", "must be positive"},
+		{c.Traces.TraceIdle > 0, "traces.trace_idle", "must be positive"},
+		{c.Traces.MaxBlockDuration >= c.Traces.TraceIdle, "traces.max_block_duration", "must be at least trace_idle"},
+		{c.Traces.MaxRequestBytes > 0, "traces.max_request_bytes", "must be positive"},
+		{c.Traces.MaxDecodedBytes > 0, "traces.max_decoded_bytes", "must be positive"},
+		{c.Traces.MaxSpansPerRequest > 0, "traces.max_spans_per_request", "must be positive"},
+		{c.Traces.MaxAttributeValueBytes > 0, "traces.max_attribute_value_bytes", "must be positive"},
+		{c.Traces.MaxSpansPerTrace > 0, "traces.max_spans_per_trace", "must be positive"},
+		{c.Traces.Forward.Protocol == "grpc" || c.Traces.Forward.Protocol == "http", "traces.forward.protocol", "must be grpc or http"},
+		{c.Traces.Forward.Timeout > 0, "traces.forward.timeout", "must be positive"},
+		{c.Traces.Forward.QueueSpans > 0, "traces.forward.queue_spans", "must be positive"},
 	}
 	for _, ch := range checks {
 		if !ch.ok {
