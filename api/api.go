@@ -81,6 +81,17 @@ type Options struct {
 	// Alertmanagers lists where alerts go for /api/v1/alertmanagers; nil
 	// means none.
 	Alertmanagers func(context.Context) apiv1.AlertmanagerRetriever
+
+	// Span ingest and trace queries; a nil handler leaves its paths 404.
+	ZipkinSpans http.Handler // POST /api/v2/spans (Zipkin v2)
+	OTLPTraces  http.Handler // POST /v1/traces (OTLP/HTTP)
+	// Tempo serves Grafana Tempo's query API at the root: /api/echo,
+	// /api/traces/, /api/v2/traces/, /api/search and /api/search/...,
+	// /api/v2/search/...
+	Tempo http.Handler
+	// Jaeger serves Jaeger's query API under /jaeger, with the prefix
+	// stripped (it sees /api/services).
+	Jaeger http.Handler
 }
 
 // New returns the root handler.
@@ -175,6 +186,20 @@ func New(o Options) http.Handler {
 		mux.HandleFunc("POST /-/reload", reload)
 		mux.HandleFunc("PUT /-/reload", reload)
 	}
+	if o.ZipkinSpans != nil {
+		mux.Handle("/api/v2/spans", o.ZipkinSpans)
+	}
+	if o.OTLPTraces != nil {
+		mux.Handle("/v1/traces", o.OTLPTraces)
+	}
+	if o.Tempo != nil {
+		for _, p := range []string{"/api/echo", "/api/traces/", "/api/v2/traces/", "/api/search", "/api/search/", "/api/v2/search/"} {
+			mux.Handle(p, o.Tempo)
+		}
+	}
+	if o.Jaeger != nil {
+		mux.Handle("/jaeger/", http.StripPrefix("/jaeger", o.Jaeger))
+	}
 	mux.Handle("GET /metrics", metricsHandler(o.Gatherer, o.Logger))
 	// Go profiles, where Prometheus serves them.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -265,6 +290,28 @@ func routeName(p string) string {
 	switch {
 	case strings.HasPrefix(p, "/api/v1/label/"):
 		return "/api/v1/label/:name/values"
+	case p == "/api/v2/spans", p == "/v1/traces", p == "/api/echo", p == "/api/search":
+		return p
+	case strings.HasPrefix(p, "/api/traces/"):
+		return "/api/traces/:id"
+	case strings.HasPrefix(p, "/api/v2/traces/"):
+		return "/api/v2/traces/:id"
+	case strings.HasPrefix(p, "/api/search/"), strings.HasPrefix(p, "/api/v2/search/"):
+		if strings.Contains(p, "/tag/") {
+			return p[:strings.Index(p, "/tag/")] + "/tag/:name/values"
+		}
+		return p
+	case strings.HasPrefix(p, "/jaeger/api/traces/"):
+		return "/jaeger/api/traces/:id"
+	case strings.HasPrefix(p, "/jaeger/api/v3/traces/"):
+		return "/jaeger/api/v3/traces/:id"
+	case strings.HasPrefix(p, "/jaeger/api/services/"):
+		return "/jaeger/api/services/:name/operations"
+	case strings.HasPrefix(p, "/jaeger/api/"):
+		if len(p) > 64 || strings.Count(p, "/") > 4 {
+			return "other"
+		}
+		return p
 	case strings.HasPrefix(p, "/api/v1/"), strings.HasPrefix(p, "/-/"), p == "/metrics":
 		if len(p) > 64 || strings.Count(p, "/") > 4 {
 			return "other"
