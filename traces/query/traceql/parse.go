@@ -62,22 +62,22 @@ const (
 
 // intrinsics maps each spelling to its intrinsic.
 var intrinsics = map[string]Intrinsic{
-	"name":              IntrinsicName,
-	"span:name":         IntrinsicName,
-	"status":            IntrinsicStatus,
-	"span:status":       IntrinsicStatus,
-	"statusMessage":     IntrinsicStatusMessage,
+	"name":               IntrinsicName,
+	"span:name":          IntrinsicName,
+	"status":             IntrinsicStatus,
+	"span:status":        IntrinsicStatus,
+	"statusMessage":      IntrinsicStatusMessage,
 	"span:statusMessage": IntrinsicStatusMessage,
-	"kind":              IntrinsicKind,
-	"span:kind":         IntrinsicKind,
-	"duration":          IntrinsicDuration,
-	"span:duration":     IntrinsicDuration,
-	"rootServiceName":   IntrinsicRootServiceName,
-	"trace:rootService": IntrinsicRootServiceName,
-	"rootName":          IntrinsicRootName,
-	"trace:rootName":    IntrinsicRootName,
-	"traceDuration":     IntrinsicTraceDuration,
-	"trace:duration":    IntrinsicTraceDuration,
+	"kind":               IntrinsicKind,
+	"span:kind":          IntrinsicKind,
+	"duration":           IntrinsicDuration,
+	"span:duration":      IntrinsicDuration,
+	"rootServiceName":    IntrinsicRootServiceName,
+	"trace:rootService":  IntrinsicRootServiceName,
+	"rootName":           IntrinsicRootName,
+	"trace:rootName":     IntrinsicRootName,
+	"traceDuration":      IntrinsicTraceDuration,
+	"trace:duration":     IntrinsicTraceDuration,
 }
 
 // intrinsicNames is the name each intrinsic is shown with.

@@ -142,10 +142,10 @@ func TestEval(t *testing.T) {
 		{`{ resource.service.name = "backend" }`, []int{2}},
 		{`{ span.service.name = "backend" }`, nil},
 		{`{ .service.name = "frontend" }`, []int{0, 1}},
-		{`{ .k8s.namespace = "shop" }`, []int{0, 1}},   // resource, where the span has none
-		{`{ .k8s.namespace = "pay" }`, []int{2}},       // span before resource
-		{`{ resource.k8s.namespace = "pay" }`, nil},    // backend's resource has none
-		{`{ .missing != "x" }`, nil},                   // a missing attribute never matches
+		{`{ .k8s.namespace = "shop" }`, []int{0, 1}}, // resource, where the span has none
+		{`{ .k8s.namespace = "pay" }`, []int{2}},     // span before resource
+		{`{ resource.k8s.namespace = "pay" }`, nil},  // backend's resource has none
+		{`{ .missing != "x" }`, nil},                 // a missing attribute never matches
 		{`{ .missing = nil }`, []int{0, 1, 2}},
 		{`{ .ratio != nil }`, []int{1}},
 		{`{ .ratio > 0.4 && .ratio < 1 }`, []int{1}},
