@@ -13,7 +13,7 @@ import (
 type headTrace struct {
 	spans []traces.Span
 	seqs  []uint64 // WAL record of each span, parallel to spans.
-	ids   map[traces.SpanID]struct{}
+	ids   map[spanKey]struct{}
 
 	minT, maxT uint64    // Earliest and latest span start.
 	first      time.Time // When the trace entered the head.
@@ -25,14 +25,24 @@ type headTrace struct {
 // its span ids instead of scanning its spans for duplicates.
 const idsIndexFrom = 32
 
-// has reports whether the trace holds span id.
-func (t *headTrace) has(id traces.SpanID) bool {
+// spanKey identifies a span within its trace: its id and kind, as
+// spanblock deduplicates (a client span and its server span may share an
+// id when Zipkin senders share span contexts).
+type spanKey struct {
+	id   traces.SpanID
+	kind traces.Kind
+}
+
+func keyOf(s *traces.Span) spanKey { return spanKey{s.SpanID, s.Kind} }
+
+// has reports whether the trace holds span k.
+func (t *headTrace) has(k spanKey) bool {
 	if t.ids != nil {
-		_, ok := t.ids[id]
+		_, ok := t.ids[k]
 		return ok
 	}
 	for i := range t.spans {
-		if t.spans[i].SpanID == id {
+		if keyOf(&t.spans[i]) == k {
 			return true
 		}
 	}
@@ -48,11 +58,11 @@ func (t *headTrace) add(s traces.Span, seq uint64) {
 	t.seqs = append(t.seqs, seq)
 	switch {
 	case t.ids != nil:
-		t.ids[s.SpanID] = struct{}{}
+		t.ids[keyOf(&s)] = struct{}{}
 	case len(t.spans) >= idsIndexFrom:
-		t.ids = make(map[traces.SpanID]struct{}, 2*len(t.spans))
+		t.ids = make(map[spanKey]struct{}, 2*len(t.spans))
 		for i := range t.spans {
-			t.ids[t.spans[i].SpanID] = struct{}{}
+			t.ids[keyOf(&t.spans[i])] = struct{}{}
 		}
 	}
 }

@@ -11,6 +11,15 @@ import (
 	"github.com/meshlens/meshlens/traces/store/spanblock"
 )
 
+// clamp limits tr to the retention: spans that started before it are not
+// read even while their block waits for deletion (a block goes when its
+// newest span expires).
+func (s *Store) clamp(tr traces.TimeRange) traces.TimeRange {
+	cutoff := uint64(s.now().Add(-s.o.Retention).UnixNano())
+	tr.Start = max(tr.Start, cutoff)
+	return tr
+}
+
 // inRange reports whether the span starts in tr.
 func inRange(tr traces.TimeRange, s *traces.Span) bool {
 	return tr.Overlaps(s.StartUnixNano, s.StartUnixNano)
@@ -66,18 +75,19 @@ func (s *Store) eachBlock(ctx context.Context, tr traces.TimeRange, keep blockFi
 }
 
 // Trace returns the spans of the trace starting in tr from the head and
-// every block, deduplicated by span id (the head's copy, then the newest
+// every block, deduplicated by span id and kind (the head's copy, then the newest
 // block's, wins).
 func (s *Store) Trace(ctx context.Context, id traces.TraceID, tr traces.TimeRange) ([]traces.Span, error) {
+	tr = s.clamp(tr)
 	var out []traces.Span
-	seen := map[traces.SpanID]struct{}{}
+	seen := map[spanKey]struct{}{}
 	add := func(spans []traces.Span) {
 		for i := range spans {
 			sp := &spans[i]
-			if _, ok := seen[sp.SpanID]; ok || !inRange(tr, sp) {
+			if _, ok := seen[keyOf(sp)]; ok || !inRange(tr, sp) {
 				continue
 			}
-			seen[sp.SpanID] = struct{}{}
+			seen[keyOf(sp)] = struct{}{}
 			out = append(out, *sp)
 		}
 	}
@@ -109,6 +119,7 @@ func (s *Store) Trace(ctx context.Context, id traces.TraceID, tr traces.TimeRang
 // Traces calls fn with each trace of the head with a span starting in tr,
 // then with those of each block, newest first.
 func (s *Store) Traces(ctx context.Context, tr traces.TimeRange, fn func(spans []traces.Span) bool) error {
+	tr = s.clamp(tr)
 	for _, spans := range s.headTraces(tr) {
 		if !fn(spans) {
 			return nil
@@ -154,6 +165,7 @@ func (s *Store) metas(tr traces.TimeRange) []*spanblock.Meta {
 // Services lists the services of the head's spans in tr and of the blocks
 // overlapping tr (from their meta.json, without opening them).
 func (s *Store) Services(ctx context.Context, tr traces.TimeRange) ([]string, error) {
+	tr = s.clamp(tr)
 	set := map[string]struct{}{}
 	s.eachHeadSpan(tr, func(sp *traces.Span) {
 		if sp.Service != "" {
@@ -171,6 +183,7 @@ func (s *Store) Services(ctx context.Context, tr traces.TimeRange) ([]string, er
 // Operations lists the span names and kinds of a service (of every
 // service when it is empty), like Services.
 func (s *Store) Operations(ctx context.Context, service string, tr traces.TimeRange) ([]traces.Operation, error) {
+	tr = s.clamp(tr)
 	set := map[traces.Operation]struct{}{}
 	s.eachHeadSpan(tr, func(sp *traces.Span) {
 		if service == "" || sp.Service == service {
@@ -191,6 +204,7 @@ func (s *Store) Operations(ctx context.Context, service string, tr traces.TimeRa
 
 // TagNames lists the attribute keys of the scope, like Services.
 func (s *Store) TagNames(ctx context.Context, scope traces.Scope, tr traces.TimeRange) ([]string, error) {
+	tr = s.clamp(tr)
 	set := map[string]struct{}{}
 	s.eachHeadSpan(tr, func(sp *traces.Span) {
 		for _, a := range scopeAttrs(sp, scope) {
@@ -229,6 +243,7 @@ type valueKey struct {
 // empty) from the head's spans in tr and the blocks overlapping tr whose
 // meta.json lists the key.
 func (s *Store) TagValues(ctx context.Context, scope traces.Scope, key string, tr traces.TimeRange, limit int) ([]traces.Attr, error) {
+	tr = s.clamp(tr)
 	scopes := []traces.Scope{scope}
 	if scope == "" {
 		scopes = []traces.Scope{traces.ScopeSpan, traces.ScopeResource}

@@ -223,19 +223,21 @@ func Open(o Options) (*Store, error) {
 		return nil, fmt.Errorf("span store: %w", err)
 	}
 
+	s.metrics = newStoreMetrics(s)
 	w, err := wlog.NewSize(s.logger, nil, filepath.Join(o.Dir, "wal"), walSegmentSize, o.WALCompression)
 	if err != nil {
+		s.metrics.unregister()
 		return nil, fmt.Errorf("span store: open WAL: %w", err)
 	}
 	s.wal = w
 	seg, _, err := w.LastSegmentAndOffset()
 	if err != nil {
-		w.Close()
+		s.abortOpen()
 		return nil, fmt.Errorf("span store: open WAL: %w", err)
 	}
 	s.curSeg, s.syncedSeg = seg, seg
 	if err := s.replay(); err != nil {
-		w.Close()
+		s.abortOpen()
 		return nil, fmt.Errorf("span store: %w", err)
 	}
 	// Repair may have moved the active segment.
@@ -243,7 +245,7 @@ func Open(o Options) (*Store, error) {
 		s.curSeg, s.syncedSeg = seg, seg
 	}
 	if err := s.openLocalBlocks(); err != nil {
-		w.Close()
+		s.abortOpen()
 		return nil, fmt.Errorf("span store: %w", err)
 	}
 	if err := s.readShippedRecord(); err != nil {
@@ -251,19 +253,32 @@ func Open(o Options) (*Store, error) {
 	}
 	if s.o.Bucket != nil {
 		if err := s.openCache(); err != nil {
-			w.Close()
+			s.abortOpen()
 			return nil, fmt.Errorf("span store: %w", err)
 		}
 	}
-	s.metrics = newStoreMetrics(s)
 	return s, nil
+}
+
+// abortOpen releases what a failed Open took.
+func (s *Store) abortOpen() {
+	s.wal.Close()
+	s.metrics.unregister()
+	for _, m := range []map[ulid.ULID]*blockEntry{s.local, s.bucket} {
+		for _, e := range m {
+			if e.blk != nil {
+				e.blk.Close()
+			}
+		}
+	}
 }
 
 func (s *Store) blocksDir() string  { return filepath.Join(s.o.Dir, "blocks") }
 func (s *Store) compactDir() string { return filepath.Join(s.o.Dir, "compact") }
 
 // Append stores spans: it returns nil once they are in the WAL and fsynced.
-// A span whose id its trace already holds is dropped (a resent span).
+// A span whose id and kind its trace already holds is dropped (a resent
+// span).
 // Spans beyond MaxSpansPerTrace are refused: the others are stored, and the
 // error wraps traces.ErrTraceTooLarge.
 func (s *Store) Append(ctx context.Context, spans []traces.Span) error {
@@ -341,7 +356,7 @@ func (s *Store) admitLocked(spans []traces.Span) (accepted []traces.Span, refuse
 			added = map[traces.TraceID]int{}
 		}
 		if n+added[sp.TraceID] >= limit {
-			if t := s.head.traces[sp.TraceID]; t != nil && t.has(sp.SpanID) {
+			if t := s.head.traces[sp.TraceID]; t != nil && t.has(keyOf(sp)) {
 				continue
 			}
 			refused++
@@ -380,7 +395,7 @@ func (s *Store) insertLocked(sp traces.Span, seq uint64, seg int, now time.Time)
 	if t == nil {
 		t = &headTrace{first: now, minSeg: seg}
 		s.head.traces[sp.TraceID] = t
-	} else if t.has(sp.SpanID) {
+	} else if t.has(keyOf(&sp)) {
 		return false
 	}
 	t.add(sp, seq)
@@ -592,7 +607,7 @@ func (s *Store) uncut() {
 		if cur := s.head.traces[id]; cur != nil {
 			// Spans arrived meanwhile: they are newer.
 			for i := range cur.spans {
-				if !t.has(cur.spans[i].SpanID) {
+				if !t.has(keyOf(&cur.spans[i])) {
 					t.add(cur.spans[i], cur.seqs[i])
 				}
 			}
