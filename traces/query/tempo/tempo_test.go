@@ -21,7 +21,9 @@ import (
 var now = time.Unix(1_700_000_000, 0)
 
 // ns is a time n milliseconds before now, in Unix nanoseconds.
-func ns(msAgo int64) uint64 { return uint64(now.Add(-time.Duration(msAgo) * time.Millisecond).UnixNano()) }
+func ns(msAgo int64) uint64 {
+	return uint64(now.Add(-time.Duration(msAgo) * time.Millisecond).UnixNano())
+}
 
 func mustID(t testing.TB, s string) traces.TraceID {
 	id, err := traces.ParseTraceID(s)
