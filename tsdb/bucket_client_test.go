@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/thanos-io/objstore"
+
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 func TestFilesystemBucketEndToEnd(t *testing.T) {
@@ -45,7 +47,7 @@ func TestFilesystemBucketEndToEnd(t *testing.T) {
 	for _, m := range metas {
 		want = append(want, blockObjects(t, dir, m.ULID)...)
 		// The prefix is a directory under the bucket's root.
-		if _, err := os.Stat(filepath.Join(root, "metrics", m.ULID.String(), MetaFilename)); err != nil {
+		if _, err := os.Stat(filepath.Join(root, "metrics", m.ULID.String(), block.MetaFilename)); err != nil {
 			t.Error(err)
 		}
 	}
@@ -55,12 +57,12 @@ func TestFilesystemBucketEndToEnd(t *testing.T) {
 		t.Errorf("bucket holds\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 
-	r, err := bkt.Get(ctx, path.Join(metas[0].ULID.String(), MetaFilename))
+	r, err := bkt.Get(ctx, path.Join(metas[0].ULID.String(), block.MetaFilename))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	m, err := ReadMeta(r)
+	m, err := block.ReadMeta(r)
 	if err != nil || m.ULID != metas[0].ULID || m.Thanos.Labels["cluster"] != "eu-1" {
 		t.Fatalf("meta.json read back: %+v, %v", m, err)
 	}

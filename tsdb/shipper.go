@@ -1,7 +1,6 @@
 package tsdb
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,9 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"os"
-	"path"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -24,6 +21,8 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	promtsdb "github.com/prometheus/prometheus/tsdb"
 	"github.com/thanos-io/objstore"
+
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 // ShipperRecordFilename is the file in the TSDB directory where the Shipper
@@ -81,17 +80,14 @@ type ShipperOptions struct {
 // Tombstones are not uploaded (nor are they by Thanos): samples deleted
 // through the admin API after a block was cut stay in its shipped copy.
 type Shipper struct {
-	dir            string
-	bkt            objstore.Bucket
-	lset           labels.Labels
-	logger         *slog.Logger
-	interval       time.Duration
-	attempts       int
-	minBackoff     time.Duration
-	maxBackoff     time.Duration
-	attemptTimeout time.Duration
-	metrics        shipperMetrics
-	now            func() time.Time // Wall clock; replaced in tests.
+	dir      string
+	bkt      objstore.Bucket
+	lset     labels.Labels
+	logger   *slog.Logger
+	interval time.Duration
+	retry    block.RetryOptions
+	metrics  shipperMetrics
+	now      func() time.Time // Wall clock; replaced in tests.
 
 	syncMu sync.Mutex // Serialises Sync.
 
@@ -125,35 +121,38 @@ func NewShipper(o ShipperOptions) (*Shipper, error) {
 		return nil, err
 	}
 	s := &Shipper{
-		dir:            o.Dir,
-		bkt:            o.Bucket,
-		lset:           o.Labels,
-		logger:         o.Logger,
-		interval:       o.Interval,
-		attempts:       o.Attempts,
-		minBackoff:     o.MinBackoff,
-		maxBackoff:     o.MaxBackoff,
-		attemptTimeout: o.AttemptTimeout,
-		now:            time.Now,
-		shipped:        map[ulid.ULID]struct{}{},
+		dir:      o.Dir,
+		bkt:      o.Bucket,
+		lset:     o.Labels,
+		logger:   o.Logger,
+		interval: o.Interval,
+		retry: block.RetryOptions{
+			Attempts:       o.Attempts,
+			MinBackoff:     o.MinBackoff,
+			MaxBackoff:     o.MaxBackoff,
+			AttemptTimeout: o.AttemptTimeout,
+		},
+		now:     time.Now,
+		shipped: map[ulid.ULID]struct{}{},
 	}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
 	s.logger = s.logger.With("component", "shipper")
+	s.retry.Logger = s.logger
 	if s.interval <= 0 {
 		s.interval = 30 * time.Second
 	}
-	if s.attempts <= 0 {
-		s.attempts = 5
+	if s.retry.Attempts <= 0 {
+		s.retry.Attempts = 5
 	}
-	if s.minBackoff <= 0 {
-		s.minBackoff = time.Second
+	if s.retry.MinBackoff <= 0 {
+		s.retry.MinBackoff = time.Second
 	}
-	if s.maxBackoff <= 0 {
-		s.maxBackoff = 30 * time.Second
+	if s.retry.MaxBackoff <= 0 {
+		s.retry.MaxBackoff = 30 * time.Second
 	}
-	s.maxBackoff = max(s.maxBackoff, s.minBackoff)
+	s.retry.MaxBackoff = max(s.retry.MaxBackoff, s.retry.MinBackoff)
 
 	f := promauto.With(o.Registerer)
 	s.metrics = shipperMetrics{
@@ -317,7 +316,7 @@ func (s *Shipper) localBlocks() ([]localBlock, error) {
 			continue
 		}
 		dir := filepath.Join(s.dir, e.Name())
-		m, err := ReadBlockMeta(dir)
+		m, err := block.ReadPrometheusMeta(dir)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -389,8 +388,8 @@ func (s *Shipper) sourcesShipped(ctx context.Context, m *promtsdb.BlockMeta, kno
 // meta.json is there.
 func (s *Shipper) inBucket(ctx context.Context, id ulid.ULID) (bool, error) {
 	var ok bool
-	name := path.Join(id.String(), MetaFilename)
-	err := s.retry(ctx, func(ctx context.Context) error {
+	name := id.String() + "/" + block.MetaFilename
+	err := block.Retry(ctx, s.bkt, s.retry, func(ctx context.Context) error {
 		var err error
 		ok, err = s.bkt.Exists(ctx, name)
 		return err
@@ -406,84 +405,11 @@ func (s *Shipper) inBucket(ctx context.Context, id ulid.ULID) (bool, error) {
 // directory as they are; Prometheus never changes them once the block is
 // complete.
 func (s *Shipper) upload(ctx context.Context, b localBlock) error {
-	meta, err := NewMeta(b.dir, s.lset, SourceShipper)
+	meta, err := block.NewMeta(b.dir, s.lset, block.SourceShipper)
 	if err != nil {
 		return fmt.Errorf("make meta.json: %w", err)
 	}
-	metaJSON, err := meta.Marshal()
-	if err != nil {
-		return fmt.Errorf("encode meta.json: %w", err)
-	}
-	id := meta.ULID.String()
-	for _, f := range meta.Thanos.Files {
-		if f.RelPath == MetaFilename {
-			continue
-		}
-		if err := s.uploadFile(ctx, filepath.Join(b.dir, filepath.FromSlash(f.RelPath)), path.Join(id, f.RelPath)); err != nil {
-			return err
-		}
-	}
-	name := path.Join(id, MetaFilename)
-	if err := s.retry(ctx, func(ctx context.Context) error {
-		return s.bkt.Upload(ctx, name, bytes.NewReader(metaJSON))
-	}); err != nil {
-		return fmt.Errorf("upload %s: %w", name, err)
-	}
-	return nil
-}
-
-// uploadFile uploads the local file src as the object dst, opening the
-// file afresh for every try.
-func (s *Shipper) uploadFile(ctx context.Context, src, dst string) error {
-	err := s.retry(ctx, func(ctx context.Context) error {
-		f, err := os.Open(src)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		return s.bkt.Upload(ctx, dst, f)
-	})
-	if err != nil {
-		return fmt.Errorf("upload %s: %w", dst, err)
-	}
-	return nil
-}
-
-// retry runs op up to Attempts times with exponential backoff and jitter.
-// It gives up at once when ctx is done, when a local file is missing (the
-// block was deleted) or when the bucket denies access.
-func (s *Shipper) retry(ctx context.Context, op func(ctx context.Context) error) error {
-	backoff := s.minBackoff
-	for attempt := 1; ; attempt++ {
-		actx, cancel := ctx, context.CancelFunc(func() {})
-		if s.attemptTimeout > 0 {
-			actx, cancel = context.WithTimeout(ctx, s.attemptTimeout)
-		}
-		err := op(actx)
-		cancel()
-		switch {
-		case err == nil:
-			return nil
-		case ctx.Err() != nil:
-			return withCtxErr(ctx, err)
-		case errors.Is(err, fs.ErrNotExist), s.bkt.IsAccessDeniedErr(err):
-			return err
-		case attempt >= s.attempts:
-			return fmt.Errorf("giving up after %d attempts: %w", attempt, err)
-		}
-		// Wait between half and all of backoff, so that nodes sharing a
-		// bucket do not retry in step.
-		wait := backoff/2 + rand.N(backoff/2+1)
-		s.logger.Debug("bucket operation failed, retrying", "attempt", attempt, "wait", wait, "err", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return withCtxErr(ctx, err)
-		case <-t.C:
-		}
-		backoff = min(2*backoff, s.maxBackoff)
-	}
+	return block.UploadWithMeta(ctx, s.bkt, b.dir, meta, s.retry)
 }
 
 // BlocksToDelete returns a function for promtsdb.Options.BlocksToDelete
@@ -543,11 +469,11 @@ func (s *Shipper) writeRecord() error {
 	}
 	s.mu.RUnlock()
 	slices.SortFunc(r.Uploaded, func(a, b ulid.ULID) int { return a.Compare(b) })
-	b, err := marshalIndent(r)
+	b, err := json.MarshalIndent(r, "", "\t")
 	if err != nil {
 		return fmt.Errorf("encode shipper record: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(s.dir, ShipperRecordFilename), b); err != nil {
+	if err := writeFileAtomic(filepath.Join(s.dir, ShipperRecordFilename), append(b, '\n')); err != nil {
 		return fmt.Errorf("write shipper record: %w", err)
 	}
 	return nil
@@ -579,12 +505,4 @@ func writeFileAtomic(name string, data []byte) error {
 	}
 	defer d.Close()
 	return d.Sync()
-}
-
-// withCtxErr adds the context's error to err unless err already carries it.
-func withCtxErr(ctx context.Context, err error) error {
-	if errors.Is(err, ctx.Err()) {
-		return err
-	}
-	return errors.Join(err, ctx.Err())
 }

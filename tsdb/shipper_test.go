@@ -26,6 +26,8 @@ import (
 	"github.com/thanos-io/objstore"
 
 	"github.com/meshlens/meshlens/internal/faultbucket"
+
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 var extLabels = labels.FromStrings("cluster", "eu-1", "replica", "a")
@@ -151,12 +153,12 @@ func TestShipperUploadsBlocks(t *testing.T) {
 				t.Error("not Shipped")
 			}
 			// Every file, byte for byte.
-			_, files, err := blockFiles(bdir)
+			lm, err := block.NewMeta(bdir, extLabels, block.SourceShipper)
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, f := range files {
-				if f.RelPath == MetaFilename {
+			for _, f := range lm.Thanos.Files {
+				if f.RelPath == block.MetaFilename {
 					continue
 				}
 				local, err := os.ReadFile(filepath.Join(bdir, f.RelPath))
@@ -175,11 +177,11 @@ func TestShipperUploadsBlocks(t *testing.T) {
 					order = append(order, strings.TrimPrefix(u, id+"/"))
 				}
 			}
-			if want := []string{"chunks/000001", IndexFilename, MetaFilename}; !slices.Equal(order, want) {
+			if want := []string{"chunks/000001", block.IndexFilename, block.MetaFilename}; !slices.Equal(order, want) {
 				t.Errorf("upload order %v, want %v", order, want)
 			}
 
-			raw := mem.Objects()[path.Join(id, MetaFilename)]
+			raw := mem.Objects()[path.Join(id, block.MetaFilename)]
 			checkMetaJSON(t, raw, m, bdir)
 
 			// The uploaded block opens and holds what the local one does.
@@ -223,7 +225,7 @@ func TestShipperUploadsBlocks(t *testing.T) {
 // checkMetaJSON checks an uploaded meta.json against Thanos's layout.
 func checkMetaJSON(t *testing.T, raw []byte, want promtsdb.BlockMeta, bdir string) {
 	t.Helper()
-	m, err := ReadMeta(bytes.NewReader(raw))
+	m, err := block.ReadMeta(bytes.NewReader(raw))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,21 +235,21 @@ func checkMetaJSON(t *testing.T, raw []byte, want promtsdb.BlockMeta, bdir strin
 	if !labels.Equal(labels.FromMap(m.Thanos.Labels), extLabels) {
 		t.Errorf("thanos labels %v, want %v", m.Thanos.Labels, extLabels)
 	}
-	if m.Thanos.Source != SourceShipper || m.Thanos.Downsample.Resolution != 0 {
+	if m.Thanos.Source != block.SourceShipper || m.Thanos.Downsample.Resolution != 0 {
 		t.Errorf("thanos source %q resolution %d", m.Thanos.Source, m.Thanos.Downsample.Resolution)
 	}
 	if !slices.Equal(m.Thanos.SegmentFiles, []string{"000001"}) {
 		t.Errorf("segment_files %v", m.Thanos.SegmentFiles)
 	}
-	var wantFiles []BlockFile
-	for _, rel := range []string{"chunks/000001", IndexFilename} {
+	var wantFiles []block.File
+	for _, rel := range []string{"chunks/000001", block.IndexFilename} {
 		fi, err := os.Stat(filepath.Join(bdir, rel))
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantFiles = append(wantFiles, BlockFile{RelPath: rel, SizeBytes: fi.Size()})
+		wantFiles = append(wantFiles, block.File{RelPath: rel, SizeBytes: fi.Size()})
 	}
-	wantFiles = append(wantFiles, BlockFile{RelPath: MetaFilename})
+	wantFiles = append(wantFiles, block.File{RelPath: block.MetaFilename})
 	if !slices.Equal(m.Thanos.Files, wantFiles) {
 		t.Errorf("files %+v, want %+v", m.Thanos.Files, wantFiles)
 	}
@@ -353,12 +355,12 @@ func equalSeries(a, b map[string][]sample) bool {
 // blockObjects are the object names of the local block in the bucket.
 func blockObjects(t *testing.T, dir string, id ulid.ULID) []string {
 	t.Helper()
-	_, files, err := blockFiles(filepath.Join(dir, id.String()))
+	m, err := block.NewMeta(filepath.Join(dir, id.String()), extLabels, block.SourceShipper)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var names []string
-	for _, f := range files {
+	for _, f := range m.Thanos.Files {
 		names = append(names, path.Join(id.String(), f.RelPath))
 	}
 	return names
@@ -383,7 +385,7 @@ func TestShipperFailedUploadsLeaveNoMeta(t *testing.T) {
 				t.Errorf("error does not carry the bucket's error: %v", err)
 			}
 			for _, m := range metas {
-				if _, ok := mem.Objects()[path.Join(m.ULID.String(), MetaFilename)]; ok {
+				if _, ok := mem.Objects()[path.Join(m.ULID.String(), block.MetaFilename)]; ok {
 					t.Errorf("partial block %s has meta.json in the bucket", m.ULID)
 				}
 				if s.Shipped(m.ULID) {
@@ -473,7 +475,7 @@ func TestShipperStalledUpload(t *testing.T) {
 	mem := objstore.NewInMemBucket()
 	fb := faultbucket.New(mem, 1)
 	stuck := metas[0].ULID
-	fb.StallUploads(func(name string) bool { return name == path.Join(stuck.String(), IndexFilename) })
+	fb.StallUploads(func(name string) bool { return name == path.Join(stuck.String(), block.IndexFilename) })
 
 	// Cancelling the context ends a stalled Sync.
 	s := newTestShipper(t, dir, fb, nil)
@@ -502,7 +504,7 @@ func TestShipperStalledUpload(t *testing.T) {
 	if n != wantBlocks-1 {
 		t.Fatalf("uploaded %d blocks past the stalled one, want %d", n, wantBlocks-1)
 	}
-	if _, ok := mem.Objects()[path.Join(stuck.String(), MetaFilename)]; ok {
+	if _, ok := mem.Objects()[path.Join(stuck.String(), block.MetaFilename)]; ok {
 		t.Fatal("stalled block has meta.json in the bucket")
 	}
 
@@ -703,7 +705,7 @@ func TestBlocksToDelete(t *testing.T) {
 
 func markDeletable(t *testing.T, dir string) {
 	t.Helper()
-	m, err := ReadBlockMeta(dir)
+	m, err := block.ReadPrometheusMeta(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -712,28 +714,8 @@ func markDeletable(t *testing.T, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, MetaFilename), b, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, block.MetaFilename), b, 0o644); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func TestMarkersJSON(t *testing.T) {
-	id := ulid.MustParse("01JZ8Y4V6Q6G2W5R9T3K7M1N0P")
-	at := time.Unix(1700000000, 0)
-	for _, c := range []struct {
-		v    any
-		want string
-	}{
-		{NewDeletionMark(id, at, ""), `{"id":"01JZ8Y4V6Q6G2W5R9T3K7M1N0P","version":1,"deletion_time":1700000000}`},
-		{NewNoCompactMark(id, at, NoCompactManual, "too big"), `{"id":"01JZ8Y4V6Q6G2W5R9T3K7M1N0P","version":1,"details":"too big","no_compact_time":1700000000,"reason":"manual"}`},
-	} {
-		b, err := json.Marshal(c.v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(b) != c.want {
-			t.Errorf("got  %s\nwant %s", b, c.want)
-		}
 	}
 }
 
@@ -793,7 +775,7 @@ func TestShipperCompactedBlocks(t *testing.T) {
 		if n, err := s.Sync(ctx); err != nil || n != wantBlocks-len(merged.Compaction.Sources)+1 {
 			t.Fatalf("Sync: %d, %v", n, err)
 		}
-		if _, ok := mem.Objects()[path.Join(merged.ULID.String(), MetaFilename)]; !ok {
+		if _, ok := mem.Objects()[path.Join(merged.ULID.String(), block.MetaFilename)]; !ok {
 			t.Error("compacted block holding unshipped data not uploaded")
 		}
 	})

@@ -19,6 +19,7 @@ import (
 
 	"github.com/meshlens/meshlens/internal/peers"
 	"github.com/meshlens/meshlens/tsdb"
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 // writeHistory remote-writes one counter series with a sample every minute
@@ -43,9 +44,9 @@ func writeHistory(t *testing.T, s *testServer, name string, hours int) (first, l
 
 // shippedMetas syncs the shipper until the bucket holds at least one block
 // and returns the metas of the blocks there.
-func shippedMetas(t *testing.T, s *testServer, bkt objstore.BucketReader) []tsdb.Meta {
+func shippedMetas(t *testing.T, s *testServer, bkt objstore.BucketReader) []block.Meta {
 	t.Helper()
-	var metas []tsdb.Meta
+	var metas []block.Meta
 	eventually(t, 60*time.Second, "a block in the bucket", func() bool {
 		if _, err := s.shipper.Sync(context.Background()); err != nil {
 			t.Logf("sync: %v", err)
@@ -60,7 +61,7 @@ func shippedMetas(t *testing.T, s *testServer, bkt objstore.BucketReader) []tsdb
 				return err
 			}
 			defer r.Close()
-			var m tsdb.Meta
+			var m block.Meta
 			if err := json.NewDecoder(r).Decode(&m); err != nil {
 				return fmt.Errorf("%smeta.json: %w", name, err)
 			}
@@ -77,7 +78,7 @@ func shippedMetas(t *testing.T, s *testServer, bkt objstore.BucketReader) []tsdb
 
 // assertShipped checks a shipped block's meta.json is what Thanos requires
 // and every sample written is still queryable.
-func assertShipped(t *testing.T, s *testServer, metas []tsdb.Meta, first, last time.Time, n int) {
+func assertShipped(t *testing.T, s *testServer, metas []block.Meta, first, last time.Time, n int) {
 	t.Helper()
 	for _, m := range metas {
 		if m.Thanos.Labels["meshlens_node"] == "" || m.Thanos.Labels["region"] != "eu-test" || m.Thanos.Downsample.Resolution != 0 {
@@ -171,7 +172,7 @@ func TestCompactCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var before []tsdb.Meta
+	var before []block.Meta
 	eventually(t, 60*time.Second, "the 2h blocks of 20 hours in the bucket", func() bool {
 		before = shippedMetas(t, s, bkt)
 		return len(before) >= 9
@@ -184,15 +185,15 @@ func TestCompactCommand(t *testing.T) {
 	}
 	marked, compacted := 0, 0
 	err = bkt.Iter(context.Background(), "", func(name string) error {
-		if ok, _ := bkt.Exists(context.Background(), name+tsdb.DeletionMarkFilename); ok {
+		if ok, _ := bkt.Exists(context.Background(), name+block.DeletionMarkFilename); ok {
 			marked++
 		}
-		r, err := bkt.Get(context.Background(), name+tsdb.MetaFilename)
+		r, err := bkt.Get(context.Background(), name+block.MetaFilename)
 		if err != nil {
 			return nil
 		}
 		defer r.Close()
-		var m tsdb.Meta
+		var m block.Meta
 		if err := json.NewDecoder(r).Decode(&m); err != nil {
 			return err
 		}
@@ -366,15 +367,15 @@ func TestDownsampledBucketServesLongRanges(t *testing.T) {
 	}
 	var fiveMinute, oldRaw int
 	err = bkt.Iter(context.Background(), "", func(name string) error {
-		if marked, _ := bkt.Exists(context.Background(), name+tsdb.DeletionMarkFilename); marked {
+		if marked, _ := bkt.Exists(context.Background(), name+block.DeletionMarkFilename); marked {
 			return nil // invisible to queries; deleted after compactor.delete_delay
 		}
-		r, err := bkt.Get(context.Background(), name+tsdb.MetaFilename)
+		r, err := bkt.Get(context.Background(), name+block.MetaFilename)
 		if err != nil {
 			return nil
 		}
 		defer r.Close()
-		var m tsdb.Meta
+		var m block.Meta
 		if err := json.NewDecoder(r).Decode(&m); err != nil {
 			return err
 		}

@@ -1,8 +1,13 @@
 // Package block is the one home of meshlens's block format in the bucket:
-// file names, uploads (meta.json last, with retry), downloads, listing and
-// deletion. Metric blocks (Prometheus TSDB blocks with Thanos's meta.json)
-// and trace blocks both use it; a block is a directory of files under
+// the Thanos metric block format (meta.json with its thanos section,
+// deletion and no-compact marks, file names, source types, resolutions)
+// and the bucket operations on blocks: uploads (meta.json last, with
+// retry), downloads (checked against meta.json), listing and deletion.
+// Metric blocks (Prometheus TSDB blocks with Thanos's meta.json) and
+// trace blocks both use it; a block is a directory of files under
 // <prefix>/<ULID>/ whose meta.json, uploaded last, marks it complete.
+// Sub-package downsample holds the aggregate chunks of downsampled
+// blocks.
 package block
 
 import (
@@ -32,6 +37,20 @@ const MetaFilename = "meta.json"
 // DeletionMarkFilename marks a block for deletion after a delay (Thanos's
 // deletion-mark.json); it is deleted last.
 const DeletionMarkFilename = "deletion-mark.json"
+
+// Errors of the bucket operations on blocks, wrapped with the name of the
+// object.
+var (
+	// ErrNotFound says that an object a block needs is not in the bucket:
+	// the block is incomplete, or it was deleted meanwhile.
+	ErrNotFound = errors.New("not in the bucket")
+	// ErrSizeMismatch says that an object has another size than meta.json
+	// lists.
+	ErrSizeMismatch = errors.New("size differs from meta.json")
+	// ErrInvalidMeta says that a meta.json does not decode, names another
+	// block or lists a file outside the block. Retrying does not help.
+	ErrInvalidMeta = errors.New("unusable meta.json")
+)
 
 // RetryOptions bound the retries of a bucket operation.
 type RetryOptions struct {
@@ -201,55 +220,72 @@ func DownloadDir(ctx context.Context, bkt objstore.BucketReader, prefix, dir str
 }
 
 // DownloadFile downloads one object to dst through a temporary file that is
-// synced and renamed.
+// synced and renamed. An object that is not in the bucket is ErrNotFound.
 func DownloadFile(ctx context.Context, bkt objstore.BucketReader, name, dst string) error {
+	_, err := downloadFile(ctx, bkt, name, dst)
+	return err
+}
+
+// downloadFile is DownloadFile, returning the size of the object.
+func downloadFile(ctx context.Context, bkt objstore.BucketReader, name, dst string) (int64, error) {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
+		return 0, err
 	}
 	rc, err := bkt.Get(ctx, name)
 	if err != nil {
-		return fmt.Errorf("download %s: %w", name, err)
+		if bkt.IsObjNotFoundErr(err) {
+			return 0, fmt.Errorf("download %s: %w: %w", name, ErrNotFound, err)
+		}
+		return 0, fmt.Errorf("download %s: %w", name, err)
 	}
 	defer rc.Close()
 	tmp := dst + ".tmp"
 	f, err := os.Create(tmp)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if _, err := io.Copy(f, rc); err != nil {
+	n, err := io.Copy(f, rc)
+	if err != nil {
 		f.Close()
 		os.Remove(tmp)
-		return fmt.Errorf("download %s: %w", name, err)
+		return 0, fmt.Errorf("download %s: %w", name, err)
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
 		os.Remove(tmp)
-		return err
+		return 0, err
 	}
 	if err := f.Close(); err != nil {
 		os.Remove(tmp)
-		return err
+		return 0, err
 	}
-	return os.Rename(tmp, dst)
+	return n, os.Rename(tmp, dst)
 }
 
-// IDs lists the ULIDs of the blocks directly under prefix ("" for the
-// bucket root), sorted. It lists every block directory, complete or not;
-// a reader checks meta.json.
+// IDs lists the ULIDs of the block directories directly under prefix (""
+// for the bucket root), sorted. It lists every block directory, complete
+// or not; a reader checks meta.json. Other objects and directories are
+// skipped.
 func IDs(ctx context.Context, bkt objstore.BucketReader, prefix string) ([]ulid.ULID, error) {
 	var ids []ulid.ULID
 	dir := prefix
 	if dir != "" {
-		dir = strings.TrimSuffix(dir, "/") + "/"
+		dir = strings.TrimSuffix(dir, objstore.DirDelim) + objstore.DirDelim
 	}
 	err := bkt.Iter(ctx, dir, func(name string) error {
-		id, err := ulid.ParseStrict(strings.TrimSuffix(strings.TrimPrefix(name, dir), "/"))
-		if err == nil {
+		sub, ok := strings.CutSuffix(strings.TrimPrefix(name, dir), objstore.DirDelim)
+		if !ok {
+			return nil
+		}
+		if id, err := ulid.ParseStrict(sub); err == nil {
 			ids = append(ids, id)
 		}
 		return nil
 	})
 	if err != nil {
+		if prefix == "" {
+			return nil, fmt.Errorf("list bucket: %w", err)
+		}
 		return nil, fmt.Errorf("list %s: %w", prefix, err)
 	}
 	slices.SortFunc(ids, func(a, b ulid.ULID) int { return a.Compare(b) })

@@ -3,12 +3,9 @@ package bucketstore
 import (
 	"container/list"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,7 +14,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	promtsdb "github.com/prometheus/prometheus/tsdb"
 
-	"github.com/meshlens/meshlens/tsdb"
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 // The cache directory holds one directory per downloaded block, named by
@@ -33,11 +30,6 @@ const (
 
 // downloadConcurrency bounds the blocks that one Select downloads at once.
 const downloadConcurrency = 4
-
-// errBlockGone says that objects of a block vanished from the bucket
-// while it was being downloaded: the block was deleted since the last
-// Sync.
-var errBlockGone = errors.New("block is gone from the bucket")
 
 // entry is a block in the cache, or being downloaded into it. Its fields
 // are guarded by Store.mu.
@@ -130,7 +122,7 @@ func (s *Store) loadCache() error {
 // blockDirSize returns the size of the files of the block in dir, which
 // must hold meta.json and index.
 func blockDirSize(dir string) (int64, error) {
-	for _, f := range []string{tsdb.MetaFilename, tsdb.IndexFilename, tsdb.ChunksDirname} {
+	for _, f := range []string{block.MetaFilename, block.IndexFilename, block.ChunksDirname} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			return 0, err
 		}
@@ -153,7 +145,7 @@ func blockDirSize(dir string) (int64, error) {
 // acquire returns block m opened, downloading it first if it is not in the
 // cache, and counts a reference to it that release drops. Concurrent calls
 // for one block share one download.
-func (s *Store) acquire(ctx context.Context, m *tsdb.Meta) (*promtsdb.Block, error) {
+func (s *Store) acquire(ctx context.Context, m *block.Meta) (*promtsdb.Block, error) {
 	id := m.ULID
 	for {
 		s.mu.Lock()
@@ -190,7 +182,7 @@ func (s *Store) acquire(ctx context.Context, m *tsdb.Meta) (*promtsdb.Block, err
 		download := !e.onDisk
 		var trash []trashItem
 		if download {
-			trash = s.makeRoomLocked(expectedSize(m))
+			trash = s.makeRoomLocked(m.ExpectedSize())
 		}
 		s.mu.Unlock()
 		s.emptyTrash(trash)
@@ -231,7 +223,7 @@ func (s *Store) acquire(ctx context.Context, m *tsdb.Meta) (*promtsdb.Block, err
 // load downloads block m into dir if download is set and opens it. size
 // is the size of a completed download, also when the block then fails to
 // open.
-func (s *Store) load(ctx context.Context, m *tsdb.Meta, dir string, download bool) (b *promtsdb.Block, size int64, err error) {
+func (s *Store) load(ctx context.Context, m *block.Meta, dir string, download bool) (b *promtsdb.Block, size int64, err error) {
 	if download {
 		start := time.Now()
 		size, err = s.download(ctx, m, dir)
@@ -369,25 +361,11 @@ func (s *Store) forget(id ulid.ULID) {
 	s.updateGaugesLocked()
 }
 
-// expectedSize is the size of block m by its meta.json, 0 if unknown.
-func expectedSize(m *tsdb.Meta) int64 {
-	var n int64
-	for _, f := range m.Thanos.Files {
-		n += f.SizeBytes
-	}
-	return n
-}
-
 // download puts the files of block m into dir: into a temporary
 // directory first, renamed to dir when complete. It returns the size of
 // the files.
-func (s *Store) download(ctx context.Context, m *tsdb.Meta, dir string) (size int64, err error) {
-	id := m.ULID.String()
-	files, err := s.remoteFiles(ctx, m)
-	if err != nil {
-		return 0, err
-	}
-	tmp, err := os.MkdirTemp(s.dir, id+tmpInfix)
+func (s *Store) download(ctx context.Context, m *block.Meta, dir string) (size int64, err error) {
+	tmp, err := os.MkdirTemp(s.dir, m.ULID.String()+tmpInfix)
 	if err != nil {
 		return 0, err
 	}
@@ -396,33 +374,9 @@ func (s *Store) download(ctx context.Context, m *tsdb.Meta, dir string) (size in
 			_ = os.RemoveAll(tmp)
 		}
 	}()
-	if err := os.Mkdir(filepath.Join(tmp, tsdb.ChunksDirname), 0o777); err != nil {
-		return 0, err
-	}
-	for _, f := range files {
-		n, err := s.downloadFile(ctx, path.Join(id, f.RelPath), filepath.Join(tmp, filepath.FromSlash(f.RelPath)))
-		if err != nil {
-			return 0, err
-		}
-		if f.SizeBytes > 0 && n != f.SizeBytes {
-			return 0, fmt.Errorf("%s/%s has %d bytes, meta.json says %d", id, f.RelPath, n, f.SizeBytes)
-		}
-		size += n
-	}
-	// Prometheus reads its part of meta.json and ignores the thanos
-	// section.
-	metaJSON, err := m.Marshal()
+	size, err = block.Download(ctx, s.bkt, m, tmp)
 	if err != nil {
-		return 0, fmt.Errorf("encode meta.json: %w", err)
-	}
-	if err := writeFileSync(filepath.Join(tmp, tsdb.MetaFilename), metaJSON); err != nil {
 		return 0, err
-	}
-	size += int64(len(metaJSON))
-	for _, d := range []string{filepath.Join(tmp, tsdb.ChunksDirname), tmp} {
-		if err := syncDir(d); err != nil {
-			return 0, err
-		}
 	}
 	// A directory left by a block that could not be renamed away.
 	if err := os.RemoveAll(dir); err != nil {
@@ -432,91 +386,6 @@ func (s *Store) download(ctx context.Context, m *tsdb.Meta, dir string) (size in
 		return 0, err
 	}
 	return size, syncDir(s.dir)
-}
-
-// remoteFiles lists the files of block m to download, index and chunks,
-// from meta.json when it lists them (the Shipper and Thanos write the
-// list) and from the bucket otherwise.
-func (s *Store) remoteFiles(ctx context.Context, m *tsdb.Meta) ([]tsdb.BlockFile, error) {
-	var files []tsdb.BlockFile
-	hasIndex, hasChunks := false, false
-	for _, f := range m.Thanos.Files {
-		switch {
-		case f.RelPath == tsdb.IndexFilename:
-			hasIndex = true
-		case isChunkFile(f.RelPath):
-			hasChunks = true
-		default:
-			continue
-		}
-		files = append(files, f)
-	}
-	if hasIndex && hasChunks {
-		return files, nil
-	}
-	id := m.ULID.String()
-	files = []tsdb.BlockFile{{RelPath: tsdb.IndexFilename}}
-	prefix := id + "/"
-	err := s.bkt.Iter(ctx, path.Join(id, tsdb.ChunksDirname)+"/", func(name string) error {
-		rel := strings.TrimPrefix(name, prefix)
-		if isChunkFile(rel) {
-			files = append(files, tsdb.BlockFile{RelPath: rel})
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list chunks of block %s: %w", id, err)
-	}
-	return files, nil
-}
-
-// isChunkFile reports whether rel names a file right in chunks/, and
-// nothing outside the block directory.
-func isChunkFile(rel string) bool {
-	name, ok := strings.CutPrefix(rel, tsdb.ChunksDirname+"/")
-	return ok && name != "" && name != "." && name != ".." && !strings.ContainsAny(name, `/\`)
-}
-
-// downloadFile copies object name into the new file dst.
-func (s *Store) downloadFile(ctx context.Context, name, dst string) (int64, error) {
-	rc, err := s.bkt.Get(ctx, name)
-	if err != nil {
-		if s.bkt.IsObjNotFoundErr(err) {
-			return 0, fmt.Errorf("%s: %w", name, errBlockGone)
-		}
-		return 0, fmt.Errorf("get %s: %w", name, err)
-	}
-	defer rc.Close()
-	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
-	if err != nil {
-		return 0, err
-	}
-	n, err := io.Copy(f, rc)
-	if err != nil {
-		err = fmt.Errorf("download %s: %w", name, err)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return n, err
-}
-
-func writeFileSync(name string, data []byte) error {
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 func syncDir(dir string) error {

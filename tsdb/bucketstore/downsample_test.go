@@ -16,12 +16,12 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunks"
 	"github.com/thanos-io/objstore"
 
-	"github.com/meshlens/meshlens/tsdb"
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 func TestSelectParts(t *testing.T) {
-	meta := func(_ string, mint, maxt, res int64) *tsdb.Meta {
-		m := &tsdb.Meta{}
+	meta := func(_ string, mint, maxt, res int64) *block.Meta {
+		m := &block.Meta{}
 		m.ULID = ulid.Make()
 		m.MinTime, m.MaxTime = mint, maxt
 		m.Thanos.Downsample.Resolution = res
@@ -33,48 +33,48 @@ func TestSelectParts(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name       string
-		metas      map[string]*tsdb.Meta
+		metas      map[string]*block.Meta
 		mint, maxt int64
 		maxRes     int64
 		want       []want
 	}{
 		{
 			name: "raw preferred",
-			metas: map[string]*tsdb.Meta{
-				"r1": meta("r1", 0, 10, 0), "r2": meta("r2", 10, 20, 0), "m1": meta("m1", 0, 20, Resolution5m),
+			metas: map[string]*block.Meta{
+				"r1": meta("r1", 0, 10, 0), "r2": meta("r2", 10, 20, 0), "m1": meta("m1", 0, 20, block.Resolution5m),
 			},
 			mint: 0, maxt: 19, maxRes: 0,
 			want: []want{{"r1", 0, 9}, {"r2", 10, 19}},
 		},
 		{
 			name: "5m when the step allows",
-			metas: map[string]*tsdb.Meta{
-				"r1": meta("r1", 0, 10, 0), "r2": meta("r2", 10, 20, 0), "m1": meta("m1", 0, 20, Resolution5m),
+			metas: map[string]*block.Meta{
+				"r1": meta("r1", 0, 10, 0), "r2": meta("r2", 10, 20, 0), "m1": meta("m1", 0, 20, block.Resolution5m),
 			},
-			mint: 5, maxt: 19, maxRes: Resolution5m,
+			mint: 5, maxt: 19, maxRes: block.Resolution5m,
 			want: []want{{"m1", 5, 19}},
 		},
 		{
 			name: "finer fills gaps of the preferred resolution",
-			metas: map[string]*tsdb.Meta{
+			metas: map[string]*block.Meta{
 				"r1": meta("r1", 0, 10, 0), "r2": meta("r2", 10, 20, 0), "r3": meta("r3", 20, 30, 0),
-				"m1": meta("m1", 0, 10, Resolution5m), "h1": meta("h1", 20, 40, Resolution1h),
+				"m1": meta("m1", 0, 10, block.Resolution5m), "h1": meta("h1", 20, 40, block.Resolution1h),
 			},
-			mint: 0, maxt: 39, maxRes: Resolution1h,
+			mint: 0, maxt: 39, maxRes: block.Resolution1h,
 			want: []want{{"h1", 20, 39}, {"m1", 0, 9}, {"r2", 10, 19}},
 		},
 		{
 			name: "coarser fills gaps of raw data",
-			metas: map[string]*tsdb.Meta{
+			metas: map[string]*block.Meta{
 				"r1": meta("r1", 0, 10, 0), "r3": meta("r3", 20, 30, 0),
-				"m1": meta("m1", 0, 40, Resolution5m), "h1": meta("h1", 0, 60, Resolution1h),
+				"m1": meta("m1", 0, 40, block.Resolution5m), "h1": meta("h1", 0, 60, block.Resolution1h),
 			},
 			mint: 0, maxt: 59, maxRes: 0,
 			want: []want{{"r1", 0, 9}, {"r3", 20, 29}, {"m1", 10, 19}, {"m1", 30, 39}, {"h1", 40, 59}},
 		},
 		{
 			name: "overlapping blocks of one resolution are all read",
-			metas: map[string]*tsdb.Meta{
+			metas: map[string]*block.Meta{
 				"r1": meta("r1", 0, 10, 0), "r2": meta("r2", 10, 20, 0), "c1": meta("c1", 0, 20, 0),
 			},
 			mint: 0, maxt: 100, maxRes: 0,
@@ -82,7 +82,7 @@ func TestSelectParts(t *testing.T) {
 		},
 		{
 			name: "nothing in range",
-			metas: map[string]*tsdb.Meta{
+			metas: map[string]*block.Meta{
 				"r1": meta("r1", 0, 10, 0),
 			},
 			mint: 10, maxt: 20, maxRes: 0,
@@ -90,7 +90,7 @@ func TestSelectParts(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			names := map[ulid.ULID]string{}
-			byID := map[ulid.ULID]*tsdb.Meta{}
+			byID := map[ulid.ULID]*block.Meta{}
 			for name, m := range tc.metas {
 				names[m.ULID] = name
 				byID[m.ULID] = m
@@ -193,7 +193,7 @@ func TestCounterAcrossChunks(t *testing.T) {
 		last = s.v
 	}
 
-	got := readAll(t, newAggrSeriesIterator(aggrSeries(raw, 40, Resolution5m), readCounter, math.MinInt64, math.MaxInt64))
+	got := readAll(t, newAggrSeriesIterator(aggrSeries(raw, 40, block.Resolution5m), readCounter, math.MinInt64, math.MaxInt64))
 	if len(got) == 0 {
 		t.Fatal("no samples")
 	}
@@ -210,7 +210,7 @@ func TestCounterAcrossChunks(t *testing.T) {
 	}
 
 	// Bounds cut the samples, and seeking does not lose resets.
-	it := newAggrSeriesIterator(aggrSeries(raw, 40, Resolution5m), readCounter, got[3].t, got[len(got)-2].t)
+	it := newAggrSeriesIterator(aggrSeries(raw, 40, block.Resolution5m), readCounter, got[3].t, got[len(got)-2].t)
 	if vt := it.Seek(got[5].t); vt != chunkenc.ValFloat {
 		t.Fatalf("seek: %v", vt)
 	}
@@ -232,7 +232,7 @@ func TestAggregatesOfOneSeries(t *testing.T) {
 	var order []int64
 	lastT := raw[len(raw)-1].t
 	for _, s := range raw {
-		end := min(s.t-s.t%Resolution5m+Resolution5m-1, lastT)
+		end := min(s.t-s.t%block.Resolution5m+block.Resolution5m-1, lastT)
 		if _, ok := windows[end]; !ok {
 			order = append(order, end)
 		}
@@ -261,7 +261,7 @@ func TestAggregatesOfOneSeries(t *testing.T) {
 		for _, end := range order {
 			want = append(want, sample{end, f(windows[end])})
 		}
-		got := readAll(t, newAggrSeriesIterator(aggrSeries(raw, 1000, Resolution5m), mode, math.MinInt64, math.MaxInt64))
+		got := readAll(t, newAggrSeriesIterator(aggrSeries(raw, 1000, block.Resolution5m), mode, math.MinInt64, math.MaxInt64))
 		if !slices.Equal(got, want) {
 			t.Errorf("mode %d: got %v, want %v", mode, got, want)
 		}
@@ -333,7 +333,7 @@ func windowAverages(data dataset, blockLast, mint, maxt int64) dataset {
 			if s.t < mint || s.t >= maxt {
 				continue
 			}
-			end := min(s.t-s.t%Resolution5m+Resolution5m-1, blockLast)
+			end := min(s.t-s.t%block.Resolution5m+block.Resolution5m-1, blockLast)
 			if _, ok := counts[end]; !ok {
 				ends = append(ends, end)
 			}
@@ -350,12 +350,12 @@ func windowAverages(data dataset, blockLast, mint, maxt int64) dataset {
 func TestDownsampledBlocks(t *testing.T) {
 	raw := makeRawDB(t, 5)
 	bkt := objstore.NewInMemBucket()
-	var rawMetas []*tsdb.Meta
+	var rawMetas []*block.Meta
 	for _, dir := range raw.blocks {
-		rawMetas = append(rawMetas, upload(t, bkt, dir, extA, ResolutionRaw, true))
+		rawMetas = append(rawMetas, upload(t, bkt, dir, extA, block.ResolutionRaw, true))
 	}
 	end := base + 4*hourMs
-	ds := upload(t, bkt, writeDownsampledBlock(t, t.TempDir(), raw.data, base, end, Resolution5m), extA, Resolution5m, true)
+	ds := upload(t, bkt, writeDownsampledBlock(t, t.TempDir(), raw.data, base, end, block.Resolution5m), extA, block.Resolution5m, true)
 
 	rawOnly, _ := newStore(t, bkt, t.TempDir(), Options{RawOnly: true})
 	autoDir := t.TempDir()
@@ -437,7 +437,7 @@ func TestDownsampledBlocks(t *testing.T) {
 // aggregate chunks of a block written the way Thanos writes them.
 func TestOpenDownsampledBlock(t *testing.T) {
 	raw := makeRawDB(t, 2)
-	dir := writeDownsampledBlock(t, t.TempDir(), raw.data, base, base+hourMs, Resolution5m)
+	dir := writeDownsampledBlock(t, t.TempDir(), raw.data, base, base+hourMs, block.Resolution5m)
 	b, err := promtsdb.OpenBlock(discard, dir, newChunkPool(), nil)
 	if err != nil {
 		t.Fatal(err)

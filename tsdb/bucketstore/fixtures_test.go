@@ -27,7 +27,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb/index"
 	"github.com/thanos-io/objstore"
 
-	"github.com/meshlens/meshlens/tsdb"
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 var discard = slog.New(slog.DiscardHandler)
@@ -150,17 +150,17 @@ func makeRawDB(t *testing.T, hours int) *rawDB {
 // upload puts the block in dir into bkt with a meta.json whose thanos
 // section has lset, resolution and source; without meta.json when withMeta
 // is false (a partial upload). It returns the meta.
-func upload(t *testing.T, bkt objstore.Bucket, dir string, lset labels.Labels, resolution int64, withMeta bool) *tsdb.Meta {
+func upload(t *testing.T, bkt objstore.Bucket, dir string, lset labels.Labels, resolution int64, withMeta bool) *block.Meta {
 	t.Helper()
 	ctx := context.Background()
-	m, err := tsdb.NewMeta(dir, lset, tsdb.SourceShipper)
+	m, err := block.NewMeta(dir, lset, block.SourceShipper)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.Thanos.Downsample.Resolution = resolution
 	id := m.ULID.String()
 	for _, f := range m.Thanos.Files {
-		if f.RelPath == tsdb.MetaFilename {
+		if f.RelPath == block.MetaFilename {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(f.RelPath)))
@@ -176,7 +176,7 @@ func upload(t *testing.T, bkt objstore.Bucket, dir string, lset labels.Labels, r
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := bkt.Upload(ctx, path.Join(id, tsdb.MetaFilename), bytes.NewReader(b)); err != nil {
+		if err := bkt.Upload(ctx, path.Join(id, block.MetaFilename), bytes.NewReader(b)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -430,11 +430,11 @@ func writeDownsampledBlock(t *testing.T, parent string, data dataset, mint, maxt
 	for _, l := range series {
 		l.Range(func(l labels.Label) { syms[l.Name], syms[l.Value] = struct{}{}, struct{}{} })
 	}
-	cw, err := chunks.NewWriter(filepath.Join(dir, tsdb.ChunksDirname))
+	cw, err := chunks.NewWriter(filepath.Join(dir, block.ChunksDirname))
 	if err != nil {
 		t.Fatal(err)
 	}
-	iw, err := index.NewWriter(context.Background(), filepath.Join(dir, tsdb.IndexFilename))
+	iw, err := index.NewWriter(context.Background(), filepath.Join(dir, block.IndexFilename))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -475,7 +475,7 @@ func writeDownsampledBlock(t *testing.T, parent string, data dataset, mint, maxt
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, tsdb.MetaFilename), b, 0o666); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, block.MetaFilename), b, 0o666); err != nil {
 		t.Fatal(err)
 	}
 	return dir

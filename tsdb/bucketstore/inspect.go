@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/thanos-io/objstore"
 
-	"github.com/meshlens/meshlens/tsdb"
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 // BlockInfo describes a block in the bucket, for `meshlens bucket ls` and
@@ -35,15 +35,15 @@ type BlockInfo struct {
 	CompactionLevel int               `json:"compactionLevel"`
 	Sources         []ulid.ULID       `json:"sources,omitempty"`
 	Labels          map[string]string `json:"labels"`
-	Source          tsdb.SourceType   `json:"source"`
+	Source          block.SourceType  `json:"source"`
 	// SizeBytes is the size of the index and chunks by meta.json; 0 if
 	// meta.json does not list the files.
 	SizeBytes int64 `json:"sizeBytes,omitempty"`
 	// DeletionMark and NoCompactMark are the block's marks, nil when
 	// absent. A mark that cannot be decoded is shown with its ID and
 	// the decoding error as Details.
-	DeletionMark  *tsdb.DeletionMark  `json:"deletionMark,omitempty"`
-	NoCompactMark *tsdb.NoCompactMark `json:"noCompactMark,omitempty"`
+	DeletionMark  *block.DeletionMark  `json:"deletionMark,omitempty"`
+	NoCompactMark *block.NoCompactMark `json:"noCompactMark,omitempty"`
 }
 
 // ListBlocks returns every block in bkt that has a meta.json, including
@@ -51,7 +51,7 @@ type BlockInfo struct {
 // Blocks being uploaded (no meta.json yet) are left out; so are blocks
 // with an unreadable meta.json, which the error names.
 func ListBlocks(ctx context.Context, bkt objstore.BucketReader) ([]BlockInfo, error) {
-	ids, err := listBlockIDs(ctx, bkt)
+	ids, err := block.IDs(ctx, bkt, "")
 	if err != nil {
 		return nil, err
 	}
@@ -60,8 +60,8 @@ func ListBlocks(ctx context.Context, bkt objstore.BucketReader) ([]BlockInfo, er
 		infos []BlockInfo
 	)
 	err = forEach(ctx, fetchConcurrency, ids, func(id ulid.ULID) error {
-		m, err := readMeta(ctx, bkt, id)
-		if errors.Is(err, errNoMeta) {
+		m, err := block.DownloadMeta(ctx, bkt, id)
+		if errors.Is(err, block.ErrNotFound) {
 			return nil
 		}
 		if err != nil {
@@ -79,23 +79,23 @@ func ListBlocks(ctx context.Context, bkt objstore.BucketReader) ([]BlockInfo, er
 			Sources:         m.Compaction.Sources,
 			Labels:          m.Thanos.Labels,
 			Source:          m.Thanos.Source,
-			SizeBytes:       expectedSize(m),
+			SizeBytes:       m.ExpectedSize(),
 		}
-		var dm tsdb.DeletionMark
-		found, err := readMark(ctx, bkt, id, tsdb.DeletionMarkFilename, &dm)
+		var dm block.DeletionMark
+		found, err := block.ReadMark(ctx, bkt, id, block.DeletionMarkFilename, &dm)
 		if found {
 			if err != nil {
-				dm = tsdb.DeletionMark{ID: id, Details: err.Error()}
+				dm = block.DeletionMark{ID: id, Details: err.Error()}
 			}
 			info.DeletionMark = &dm
 		} else if err != nil {
 			return fmt.Errorf("block %s: %w", id, err)
 		}
-		var nc tsdb.NoCompactMark
-		found, err = readMark(ctx, bkt, id, tsdb.NoCompactMarkFilename, &nc)
+		var nc block.NoCompactMark
+		found, err = block.ReadMark(ctx, bkt, id, block.NoCompactMarkFilename, &nc)
 		if found {
 			if err != nil {
-				nc = tsdb.NoCompactMark{ID: id, Details: err.Error()}
+				nc = block.NoCompactMark{ID: id, Details: err.Error()}
 			}
 			info.NoCompactMark = &nc
 		} else if err != nil {

@@ -11,21 +11,21 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/thanos-io/objstore"
 
-	"github.com/meshlens/meshlens/tsdb"
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 func TestListBlocks(t *testing.T) {
 	raw := makeRawDB(t, 3)
 	bkt := objstore.NewInMemBucket()
-	m0 := upload(t, bkt, raw.blocks[0], extA, ResolutionRaw, true)
-	m1 := upload(t, bkt, raw.blocks[1], extA, ResolutionRaw, true)
-	ds := upload(t, bkt, writeDownsampledBlock(t, t.TempDir(), raw.data, base, base+2*hourMs, Resolution5m), labels.FromStrings("cluster", "eu-2"), Resolution5m, true)
+	m0 := upload(t, bkt, raw.blocks[0], extA, block.ResolutionRaw, true)
+	m1 := upload(t, bkt, raw.blocks[1], extA, block.ResolutionRaw, true)
+	ds := upload(t, bkt, writeDownsampledBlock(t, t.TempDir(), raw.data, base, base+2*hourMs, block.Resolution5m), labels.FromStrings("cluster", "eu-2"), block.Resolution5m, true)
 	// Being uploaded: not listed.
-	upload(t, bkt, copyBlock(t, raw.blocks[0], t.TempDir()), extA, ResolutionRaw, false)
+	upload(t, bkt, copyBlock(t, raw.blocks[0], t.TempDir()), extA, block.ResolutionRaw, false)
 
 	marked := time.Date(2025, 2, 1, 12, 0, 0, 0, time.UTC)
-	uploadJSON(t, bkt, m0.ULID, tsdb.DeletionMarkFilename, tsdb.NewDeletionMark(m0.ULID, marked, "compacted"))
-	uploadJSON(t, bkt, m1.ULID, tsdb.NoCompactMarkFilename, tsdb.NewNoCompactMark(m1.ULID, marked, tsdb.NoCompactManual, "test"))
+	uploadJSON(t, bkt, m0.ULID, block.DeletionMarkFilename, block.NewDeletionMark(m0.ULID, marked, "compacted"))
+	uploadJSON(t, bkt, m1.ULID, block.NoCompactMarkFilename, block.NewNoCompactMark(m1.ULID, marked, block.NoCompactManual, "test"))
 
 	infos, err := ListBlocks(context.Background(), bkt)
 	if err != nil {
@@ -45,16 +45,16 @@ func TestListBlocks(t *testing.T) {
 	if i0.NoCompactMark != nil || i1.DeletionMark != nil {
 		t.Errorf("unexpected marks: %+v %+v", i0.NoCompactMark, i1.DeletionMark)
 	}
-	if i1.NoCompactMark == nil || i1.NoCompactMark.Reason != tsdb.NoCompactManual {
+	if i1.NoCompactMark == nil || i1.NoCompactMark.Reason != block.NoCompactManual {
 		t.Errorf("no-compact mark: %+v", i1.NoCompactMark)
 	}
 	if i0.Resolution != 0 || dsi.Resolution != 300000 {
 		t.Errorf("resolutions %d, %d", i0.Resolution, dsi.Resolution)
 	}
-	if i0.MinTime != base || i0.MaxTime != base+hourMs || i0.CompactionLevel != 1 || i0.Source != tsdb.SourceShipper {
+	if i0.MinTime != base || i0.MaxTime != base+hourMs || i0.CompactionLevel != 1 || i0.Source != block.SourceShipper {
 		t.Errorf("block 0: %+v", i0)
 	}
-	if i0.NumSeries != 5 || i0.NumSamples != 5*240 || i0.NumChunks != m0.Stats.NumChunks || i0.SizeBytes != expectedSize(m0) {
+	if i0.NumSeries != 5 || i0.NumSamples != 5*240 || i0.NumChunks != m0.Stats.NumChunks || i0.SizeBytes != m0.ExpectedSize() {
 		t.Errorf("block 0 stats: %+v", i0)
 	}
 	if dsi.Labels["cluster"] != "eu-2" || i0.Labels["replica"] != "a" {

@@ -8,6 +8,8 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	promtsdb "github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/util/annotations"
+
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 // partQuerier makes the querier of one part: a block querier for a raw
@@ -15,7 +17,7 @@ import (
 // range and with the block's external labels when the Store adds them.
 func (s *Store) partQuerier(b *promtsdb.Block, p part) (storage.Querier, error) {
 	var inner storage.Querier
-	if p.meta.Thanos.Downsample.Resolution == ResolutionRaw {
+	if p.meta.Thanos.Downsample.Resolution == block.ResolutionRaw {
 		q, err := promtsdb.NewBlockQuerier(b, p.mint, p.maxt)
 		if err != nil {
 			return nil, err
@@ -33,7 +35,7 @@ func (s *Store) partQuerier(b *promtsdb.Block, p part) (storage.Querier, error) 
 		partLabels:  partLabels{inner: inner, ext: s.extLabels(p)},
 		mint:        p.mint,
 		maxt:        p.maxt,
-		downsampled: p.meta.Thanos.Downsample.Resolution != ResolutionRaw,
+		downsampled: p.meta.Thanos.Downsample.Resolution != block.ResolutionRaw,
 	}, nil
 }
 
@@ -45,7 +47,7 @@ func (s *Store) partChunkQuerier(b *promtsdb.Block, p part) (storage.ChunkQuerie
 		return nil, err
 	}
 	var inner storage.ChunkQuerier = cq
-	downsampled := p.meta.Thanos.Downsample.Resolution != ResolutionRaw
+	downsampled := p.meta.Thanos.Downsample.Resolution != block.ResolutionRaw
 	if downsampled {
 		inner = encodingQuerier{aggrQuerier{cq}}
 	}

@@ -13,12 +13,12 @@ import (
 	promtsdb "github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/util/annotations"
 
-	"github.com/meshlens/meshlens/tsdb"
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 // part is a block and the closed time range of it that a query reads.
 type part struct {
-	meta       *tsdb.Meta
+	meta       *block.Meta
 	mint, maxt int64
 }
 
@@ -34,7 +34,7 @@ type interval struct{ lo, hi int64 }
 // blocks of one resolution that overlap a gap are taken, so overlapping
 // blocks of the same data are merged. Each part is cut to the gap it
 // fills, so that data of different resolutions never overlap.
-func selectParts(metas []*tsdb.Meta, mint, maxt, maxRes int64) []part {
+func selectParts(metas []*block.Meta, mint, maxt, maxRes int64) []part {
 	if mint > maxt || len(metas) == 0 {
 		return nil
 	}
@@ -124,7 +124,7 @@ func subtract(gaps, covered []interval) []interval {
 type baseQuerier struct {
 	s          *Store
 	mint, maxt int64
-	metas      []*tsdb.Meta
+	metas      []*block.Meta
 
 	mu      sync.Mutex
 	closed  bool
@@ -138,9 +138,9 @@ func (s *Store) newBaseQuerier(mint, maxt int64) (*baseQuerier, error) {
 	if s.closed {
 		return nil, ErrClosed
 	}
-	var metas []*tsdb.Meta
+	var metas []*block.Meta
 	for _, m := range sortedMetas(s.metas) {
-		if s.rawOnly && m.Thanos.Downsample.Resolution != ResolutionRaw {
+		if s.rawOnly && m.Thanos.Downsample.Resolution != block.ResolutionRaw {
 			continue
 		}
 		if m.MinTime <= maxt && m.MaxTime > mint {
@@ -158,7 +158,7 @@ func (s *Store) newBaseQuerier(mint, maxt int64) (*baseQuerier, error) {
 // rather than one or two 5m aggregates per window (Thanos leaves those
 // windows mostly empty).
 func (q *baseQuerier) parts(hints *storage.SelectHints) []part {
-	lo, hi, maxRes := q.mint, q.maxt, ResolutionRaw
+	lo, hi, maxRes := q.mint, q.maxt, block.ResolutionRaw
 	if hints != nil {
 		lo, hi = max(lo, hints.Start), min(hi, hints.End)
 		window := hints.Step
@@ -179,7 +179,7 @@ func (q *baseQuerier) acquire(ctx context.Context, parts []part) (map[ulid.ULID]
 		q.mu.Unlock()
 		return nil, nil, errors.New("querier closed")
 	}
-	var need []*tsdb.Meta
+	var need []*block.Meta
 	for _, p := range parts {
 		if _, ok := q.blocks[p.meta.ULID]; !ok && !slices.Contains(need, p.meta) {
 			need = append(need, p.meta)
@@ -191,9 +191,9 @@ func (q *baseQuerier) acquire(ctx context.Context, parts []part) (map[ulid.ULID]
 		wmu   sync.Mutex
 		warns annotations.Annotations
 	)
-	err := forEach(ctx, downloadConcurrency, need, func(m *tsdb.Meta) error {
+	err := forEach(ctx, downloadConcurrency, need, func(m *block.Meta) error {
 		b, err := q.s.acquire(ctx, m)
-		if errors.Is(err, errBlockGone) {
+		if errors.Is(err, block.ErrNotFound) {
 			q.s.forget(m.ULID)
 			q.s.logger.Warn("block vanished from the bucket; querying without it", "block", m.ULID, "err", err)
 			wmu.Lock()

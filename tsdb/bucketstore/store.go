@@ -43,21 +43,13 @@ import (
 	promtsdb "github.com/prometheus/prometheus/tsdb"
 	"github.com/thanos-io/objstore"
 
-	"github.com/meshlens/meshlens/tsdb"
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 // Defaults of Options.
 const (
 	DefaultCacheBytes   = 10 << 30
 	DefaultSyncInterval = time.Minute
-)
-
-// Resolutions of downsampled blocks (meta.json thanos.downsample.resolution)
-// in milliseconds, as Thanos's compactor makes them.
-const (
-	ResolutionRaw = int64(0)
-	Resolution5m  = int64(5 * time.Minute / time.Millisecond)
-	Resolution1h  = int64(time.Hour / time.Millisecond)
 )
 
 // Errors of the Store.
@@ -123,11 +115,11 @@ type Store struct {
 
 	mu      sync.Mutex
 	closed  bool
-	metas   map[ulid.ULID]*tsdb.Meta // Blocks to query, from the last Sync.
-	entries map[ulid.ULID]*entry     // Blocks in the cache or being downloaded.
-	lru     *list.List               // Unused cached blocks, most recently used first.
-	bytes   int64                    // Size of the cached blocks.
-	seq     uint64                   // For unique names of directories to delete.
+	metas   map[ulid.ULID]*block.Meta // Blocks to query, from the last Sync.
+	entries map[ulid.ULID]*entry      // Blocks in the cache or being downloaded.
+	lru     *list.List                // Unused cached blocks, most recently used first.
+	bytes   int64                     // Size of the cached blocks.
+	seq     uint64                    // For unique names of directories to delete.
 }
 
 type metrics struct {
@@ -157,7 +149,7 @@ func New(o Options) (*Store, error) {
 		rawOnly:        o.RawOnly,
 		logger:         o.Logger,
 		pool:           newChunkPool(),
-		metas:          map[ulid.ULID]*tsdb.Meta{},
+		metas:          map[ulid.ULID]*block.Meta{},
 		entries:        map[ulid.ULID]*entry{},
 		lru:            list.New(),
 	}
@@ -247,7 +239,7 @@ func (s *Store) Sync(ctx context.Context) error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
 
-	ids, err := listBlockIDs(ctx, s.bkt)
+	ids, err := block.IDs(ctx, s.bkt, "")
 	if err != nil {
 		s.metrics.syncFail.Inc()
 		return err
@@ -262,7 +254,7 @@ func (s *Store) Sync(ctx context.Context) error {
 
 	var (
 		mu   sync.Mutex
-		next = make(map[ulid.ULID]*tsdb.Meta, len(ids))
+		next = make(map[ulid.ULID]*block.Meta, len(ids))
 	)
 	err = forEach(ctx, fetchConcurrency, ids, func(id ulid.ULID) error {
 		m, known := old[id]
@@ -275,19 +267,19 @@ func (s *Store) Sync(ctx context.Context) error {
 		}
 		if !known {
 			var err error
-			m, err = readMeta(ctx, s.bkt, id)
+			m, err = block.DownloadMeta(ctx, s.bkt, id)
 			switch {
-			case errors.Is(err, errNoMeta):
+			case errors.Is(err, block.ErrNotFound):
 				s.logger.Debug("skipping block without meta.json", "block", id)
 				return nil
-			case isCorrupt(err):
+			case errors.Is(err, block.ErrInvalidMeta):
 				s.logger.Warn("skipping block", "block", id, "err", err)
 				return nil
 			case err != nil:
 				return fmt.Errorf("block %s: %w", id, err)
 			}
 		}
-		marked, err := s.bkt.Exists(ctx, path.Join(id.String(), tsdb.DeletionMarkFilename))
+		marked, err := s.bkt.Exists(ctx, path.Join(id.String(), block.DeletionMarkFilename))
 		if err != nil {
 			keep()
 			return fmt.Errorf("block %s: check deletion mark: %w", id, err)
@@ -344,15 +336,15 @@ func (s *Store) Sync(ctx context.Context) error {
 
 // Blocks returns the metas of the blocks that queries read, as of the
 // last Sync, ordered by min time.
-func (s *Store) Blocks() []*tsdb.Meta {
+func (s *Store) Blocks() []*block.Meta {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return sortedMetas(s.metas)
 }
 
-func sortedMetas(m map[ulid.ULID]*tsdb.Meta) []*tsdb.Meta {
+func sortedMetas(m map[ulid.ULID]*block.Meta) []*block.Meta {
 	ms := slices.Collect(maps.Values(m))
-	slices.SortFunc(ms, func(a, b *tsdb.Meta) int {
+	slices.SortFunc(ms, func(a, b *block.Meta) int {
 		if a.MinTime != b.MinTime {
 			return compareInt64(a.MinTime, b.MinTime)
 		}

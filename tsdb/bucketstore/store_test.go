@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunks"
 	"github.com/thanos-io/objstore"
 
-	"github.com/meshlens/meshlens/tsdb"
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 // fSample is a float sample for storage.NewListSeries.
@@ -65,13 +65,13 @@ func writeBlock(t *testing.T, parent string, mint, maxt int64, delta float64) st
 // copyBlock copies the block in dir into parent under a new ULID.
 func copyBlock(t *testing.T, dir, parent string) string {
 	t.Helper()
-	m, err := tsdb.ReadBlockMeta(dir)
+	m, err := block.ReadPrometheusMeta(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.ULID = ulid.Make()
 	dst := filepath.Join(parent, m.ULID.String())
-	if err := os.MkdirAll(filepath.Join(dst, tsdb.ChunksDirname), 0o777); err != nil {
+	if err := os.MkdirAll(filepath.Join(dst, block.ChunksDirname), 0o777); err != nil {
 		t.Fatal(err)
 	}
 	cp := func(rel string) {
@@ -83,19 +83,19 @@ func copyBlock(t *testing.T, dir, parent string) string {
 			t.Fatal(err)
 		}
 	}
-	cp(tsdb.IndexFilename)
-	des, err := os.ReadDir(filepath.Join(dir, tsdb.ChunksDirname))
+	cp(block.IndexFilename)
+	des, err := os.ReadDir(filepath.Join(dir, block.ChunksDirname))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, de := range des {
-		cp(filepath.Join(tsdb.ChunksDirname, de.Name()))
+		cp(filepath.Join(block.ChunksDirname, de.Name()))
 	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dst, tsdb.MetaFilename), b, 0o666); err != nil {
+	if err := os.WriteFile(filepath.Join(dst, block.MetaFilename), b, 0o666); err != nil {
 		t.Fatal(err)
 	}
 	return dst
@@ -110,16 +110,16 @@ func TestQueryReturnsWrittenSamples(t *testing.T) {
 	raw := makeRawDB(t, 5)
 	bkt := objstore.NewInMemBucket()
 	for _, dir := range raw.blocks {
-		upload(t, bkt, dir, extA, ResolutionRaw, true)
+		upload(t, bkt, dir, extA, block.ResolutionRaw, true)
 	}
 	end := base + 4*hourMs
 	want := raw.data.in(base, end)
 
 	// A partial upload and a block marked for deletion, with other values
 	// at the same times: the store must ignore both.
-	upload(t, bkt, writeBlock(t, t.TempDir(), base+hourMs, base+2*hourMs, 1000), extA, ResolutionRaw, false)
-	marked := upload(t, bkt, writeBlock(t, t.TempDir(), base+2*hourMs, base+3*hourMs, 2000), extA, ResolutionRaw, true)
-	uploadJSON(t, bkt, marked.ULID, tsdb.DeletionMarkFilename, tsdb.NewDeletionMark(marked.ULID, time.Now(), "test"))
+	upload(t, bkt, writeBlock(t, t.TempDir(), base+hourMs, base+2*hourMs, 1000), extA, block.ResolutionRaw, false)
+	marked := upload(t, bkt, writeBlock(t, t.TempDir(), base+2*hourMs, base+3*hourMs, 2000), extA, block.ResolutionRaw, true)
+	uploadJSON(t, bkt, marked.ULID, block.DeletionMarkFilename, block.NewDeletionMark(marked.ULID, time.Now(), "test"))
 
 	s, _ := newStore(t, bkt, t.TempDir(), Options{})
 	if got := len(s.Blocks()); got != len(raw.blocks) {
@@ -195,7 +195,7 @@ func TestOverlappingBlocksAreMerged(t *testing.T) {
 	raw := makeRawDB(t, 5)
 	bkt := objstore.NewInMemBucket()
 	for _, dir := range raw.blocks {
-		upload(t, bkt, dir, extA, ResolutionRaw, true)
+		upload(t, bkt, dir, extA, block.ResolutionRaw, true)
 	}
 	// The first two blocks compacted into one, as the bucket compactor
 	// uploads it before marking its sources for deletion.
@@ -208,12 +208,12 @@ func TestOverlappingBlocksAreMerged(t *testing.T) {
 	if err != nil || len(ids) != 1 {
 		t.Fatalf("compact: %v %v", ids, err)
 	}
-	compacted := upload(t, bkt, filepath.Join(dest, ids[0].String()), extA, ResolutionRaw, true)
+	compacted := upload(t, bkt, filepath.Join(dest, ids[0].String()), extA, block.ResolutionRaw, true)
 	if compacted.Compaction.Level != 2 {
 		t.Fatalf("compacted block has level %d", compacted.Compaction.Level)
 	}
 	// The third block again, from a replica.
-	upload(t, bkt, copyBlock(t, raw.blocks[2], t.TempDir()), labels.FromStrings("cluster", "eu-1", "replica", "b"), ResolutionRaw, true)
+	upload(t, bkt, copyBlock(t, raw.blocks[2], t.TempDir()), labels.FromStrings("cluster", "eu-1", "replica", "b"), block.ResolutionRaw, true)
 
 	s, _ := newStore(t, bkt, t.TempDir(), Options{})
 	if got, want := len(s.Blocks()), len(raw.blocks)+2; got != want {
@@ -229,9 +229,9 @@ func TestOverlappingBlocksAreMerged(t *testing.T) {
 func TestCacheBound(t *testing.T) {
 	raw := makeRawDB(t, 5)
 	bkt := objstore.NewInMemBucket()
-	var metas []*tsdb.Meta
+	var metas []*block.Meta
 	for _, dir := range raw.blocks {
-		metas = append(metas, upload(t, bkt, dir, extA, ResolutionRaw, true))
+		metas = append(metas, upload(t, bkt, dir, extA, block.ResolutionRaw, true))
 	}
 	// Room for one block (with its meta.json), not two.
 	var smallest, largest int64
@@ -240,7 +240,7 @@ func TestCacheBound(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		size := expectedSize(m) + int64(len(b))
+		size := m.ExpectedSize() + int64(len(b))
 		if i == 0 || size < smallest {
 			smallest = size
 		}
@@ -331,8 +331,8 @@ func TestCacheBound(t *testing.T) {
 func TestSyncFollowsBucket(t *testing.T) {
 	raw := makeRawDB(t, 4)
 	bkt := objstore.NewInMemBucket()
-	m0 := upload(t, bkt, raw.blocks[0], extA, ResolutionRaw, true)
-	m1 := upload(t, bkt, raw.blocks[1], extA, ResolutionRaw, true)
+	m0 := upload(t, bkt, raw.blocks[0], extA, block.ResolutionRaw, true)
+	m1 := upload(t, bkt, raw.blocks[1], extA, block.ResolutionRaw, true)
 	cacheDir := t.TempDir()
 	s, _ := newStore(t, bkt, cacheDir, Options{})
 	ctx := context.Background()
@@ -341,7 +341,7 @@ func TestSyncFollowsBucket(t *testing.T) {
 
 	equalData(t, query(), raw.data.in(base, base+2*hourMs), 0)
 
-	m2 := upload(t, bkt, raw.blocks[2], extA, ResolutionRaw, true)
+	m2 := upload(t, bkt, raw.blocks[2], extA, block.ResolutionRaw, true)
 	if err := s.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -350,7 +350,7 @@ func TestSyncFollowsBucket(t *testing.T) {
 	}
 	equalData(t, query(), raw.data.in(base, end), 0)
 
-	uploadJSON(t, bkt, m0.ULID, tsdb.DeletionMarkFilename, tsdb.NewDeletionMark(m0.ULID, time.Now(), "compacted"))
+	uploadJSON(t, bkt, m0.ULID, block.DeletionMarkFilename, block.NewDeletionMark(m0.ULID, time.Now(), "compacted"))
 	deleteBlock(t, bkt, m1.ULID)
 	if err := s.Sync(ctx); err != nil {
 		t.Fatal(err)
@@ -371,7 +371,7 @@ func TestMergeWithLocalTSDB(t *testing.T) {
 	raw := makeRawDB(t, 5)
 	bkt := objstore.NewInMemBucket()
 	for _, dir := range raw.blocks {
-		upload(t, bkt, dir, extA, ResolutionRaw, true)
+		upload(t, bkt, dir, extA, block.ResolutionRaw, true)
 	}
 	s, _ := newStore(t, bkt, t.TempDir(), Options{})
 	merged := storage.QueryableFunc(func(mint, maxt int64) (storage.Querier, error) {
@@ -397,7 +397,7 @@ func TestCacheSurvivesRestart(t *testing.T) {
 	raw := makeRawDB(t, 3)
 	bkt := objstore.NewInMemBucket()
 	for _, dir := range raw.blocks {
-		upload(t, bkt, dir, extA, ResolutionRaw, true)
+		upload(t, bkt, dir, extA, block.ResolutionRaw, true)
 	}
 	cacheDir := t.TempDir()
 	end := base + 2*hourMs
@@ -413,7 +413,7 @@ func TestCacheSurvivesRestart(t *testing.T) {
 	}
 	// Leftover of a download that a crash interrupted.
 	leftover := filepath.Join(cacheDir, raw.metas[0].ULID.String()+tmpInfix+"1")
-	if err := os.MkdirAll(filepath.Join(leftover, tsdb.ChunksDirname), 0o777); err != nil {
+	if err := os.MkdirAll(filepath.Join(leftover, block.ChunksDirname), 0o777); err != nil {
 		t.Fatal(err)
 	}
 
@@ -433,10 +433,10 @@ func TestCacheSurvivesRestart(t *testing.T) {
 func TestExternalLabels(t *testing.T) {
 	raw := makeRawDB(t, 2)
 	bkt := objstore.NewInMemBucket()
-	upload(t, bkt, raw.blocks[0], labels.FromStrings("cluster", "eu-1", "replica", "a"), ResolutionRaw, true)
-	upload(t, bkt, copyBlock(t, raw.blocks[0], t.TempDir()), labels.FromStrings("cluster", "eu-1", "replica", "b"), ResolutionRaw, true)
+	upload(t, bkt, raw.blocks[0], labels.FromStrings("cluster", "eu-1", "replica", "a"), block.ResolutionRaw, true)
+	upload(t, bkt, copyBlock(t, raw.blocks[0], t.TempDir()), labels.FromStrings("cluster", "eu-1", "replica", "b"), block.ResolutionRaw, true)
 	// A producer whose external job label replaces the series' own.
-	upload(t, bkt, copyBlock(t, raw.blocks[0], t.TempDir()), labels.FromStrings("job", "other"), ResolutionRaw, true)
+	upload(t, bkt, copyBlock(t, raw.blocks[0], t.TempDir()), labels.FromStrings("job", "other"), block.ResolutionRaw, true)
 	end := base + hourMs
 	want := raw.data.in(base, end)
 
@@ -522,7 +522,7 @@ func TestRunSyncsUntilCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- s.Run(ctx) }()
-	upload(t, bkt, raw.blocks[0], extA, ResolutionRaw, true)
+	upload(t, bkt, raw.blocks[0], extA, block.ResolutionRaw, true)
 	deadline := time.Now().Add(5 * time.Second)
 	for len(s.Blocks()) != 1 {
 		if time.Now().After(deadline) {
@@ -552,7 +552,7 @@ func (b failingBucket) Get(ctx context.Context, name string) (io.ReadCloser, err
 func TestDownloadFailure(t *testing.T) {
 	raw := makeRawDB(t, 2)
 	inner := objstore.NewInMemBucket()
-	upload(t, inner, raw.blocks[0], extA, ResolutionRaw, true)
+	upload(t, inner, raw.blocks[0], extA, block.ResolutionRaw, true)
 	cacheDir := t.TempDir()
 	s, _ := newStore(t, failingBucket{inner, "/index"}, cacheDir, Options{})
 

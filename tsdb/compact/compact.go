@@ -59,7 +59,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/thanos-io/objstore"
 
-	"github.com/meshlens/meshlens/tsdb"
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 // PartialUploadAge is how old a block without meta.json must be, by its
@@ -112,11 +112,11 @@ type Retention struct {
 
 func (r Retention) of(res int64) time.Duration {
 	switch res {
-	case ResRaw:
+	case block.ResolutionRaw:
 		return r.Raw
-	case ResFiveMinutes:
+	case block.Resolution5m:
 		return r.FiveMinutes
-	case ResOneHour:
+	case block.Resolution1h:
 		return r.OneHour
 	}
 	return 0
@@ -149,7 +149,7 @@ type Compactor struct {
 	runMu sync.Mutex // Serialises passes.
 
 	cacheMu sync.Mutex
-	metas   map[ulid.ULID]*tsdb.Meta
+	metas   map[ulid.ULID]*block.Meta
 
 	haltMu sync.Mutex
 	halted map[string]string // Group key → why, as of the last pass.
@@ -177,7 +177,7 @@ func New(o Options) (*Compactor, error) {
 		downsample:  o.Downsample,
 		logger:      o.Logger,
 		now:         o.Now,
-		metas:       map[ulid.ULID]*tsdb.Meta{},
+		metas:       map[ulid.ULID]*block.Meta{},
 		halted:      map[string]string{},
 	}
 	ranges := o.Ranges
@@ -332,7 +332,7 @@ func (p *pass) run(ctx context.Context) error {
 	// failing compaction must not stop deletions, say); a failing sync
 	// does, and so does ctx's end.
 	var errs []error
-	phase := func(f func(blocks map[ulid.ULID]*block) error) error {
+	phase := func(f func(blocks map[ulid.ULID]*remoteBlock) error) error {
 		blocks, err := c.syncBlocks(ctx)
 		if err != nil {
 			return err
@@ -345,7 +345,7 @@ func (p *pass) run(ctx context.Context) error {
 		}
 		return nil
 	}
-	if err := phase(func(blocks map[ulid.ULID]*block) error {
+	if err := phase(func(blocks map[ulid.ULID]*remoteBlock) error {
 		return errors.Join(p.applyRetention(ctx, blocks), p.compact(ctx, blocks))
 	}); err != nil {
 		return errors.Join(append(errs, err)...)
@@ -354,12 +354,12 @@ func (p *pass) run(ctx context.Context) error {
 		// Twice: a 5m block made in the first round may be large enough
 		// for a 1h copy.
 		for range 2 {
-			if err := phase(func(blocks map[ulid.ULID]*block) error { return p.downsampleAll(ctx, blocks) }); err != nil {
+			if err := phase(func(blocks map[ulid.ULID]*remoteBlock) error { return p.downsampleAll(ctx, blocks) }); err != nil {
 				return errors.Join(append(errs, err)...)
 			}
 		}
 	}
-	if err := phase(func(blocks map[ulid.ULID]*block) error { return p.deleteMarked(ctx, blocks) }); err != nil {
+	if err := phase(func(blocks map[ulid.ULID]*remoteBlock) error { return p.deleteMarked(ctx, blocks) }); err != nil {
 		return errors.Join(append(errs, err)...)
 	}
 	return errors.Join(errs...)
@@ -382,7 +382,7 @@ func (p *pass) halt(key string, reason string, err error) {
 
 // applyRetention marks the live blocks past their resolution's retention
 // for deletion.
-func (p *pass) applyRetention(ctx context.Context, blocks map[ulid.ULID]*block) error {
+func (p *pass) applyRetention(ctx context.Context, blocks map[ulid.ULID]*remoteBlock) error {
 	now := p.c.now()
 	for _, b := range sortedBlocks(blocks) {
 		if !b.live() {
@@ -400,9 +400,9 @@ func (p *pass) applyRetention(ctx context.Context, blocks map[ulid.ULID]*block) 
 }
 
 // markDeleted uploads the deletion mark of b.
-func (p *pass) markDeleted(ctx context.Context, b *block, details string) error {
-	m := tsdb.NewDeletionMark(b.id, p.c.now(), details)
-	ok, err := uploadMark(ctx, p.c.bkt, b.id, tsdb.DeletionMarkFilename, m)
+func (p *pass) markDeleted(ctx context.Context, b *remoteBlock, details string) error {
+	m := block.NewDeletionMark(b.id, p.c.now(), details)
+	ok, err := block.UploadMark(ctx, p.c.bkt, b.id, block.DeletionMarkFilename, m)
 	if err != nil {
 		return err
 	}
@@ -415,9 +415,9 @@ func (p *pass) markDeleted(ctx context.Context, b *block, details string) error 
 }
 
 // markNoCompact uploads the no-compact mark of b.
-func (p *pass) markNoCompact(ctx context.Context, b *block, reason tsdb.NoCompactReason, details string) error {
-	m := tsdb.NewNoCompactMark(b.id, p.c.now(), reason, details)
-	ok, err := uploadMark(ctx, p.c.bkt, b.id, tsdb.NoCompactMarkFilename, m)
+func (p *pass) markNoCompact(ctx context.Context, b *remoteBlock, reason block.NoCompactReason, details string) error {
+	m := block.NewNoCompactMark(b.id, p.c.now(), reason, details)
+	ok, err := block.UploadMark(ctx, p.c.bkt, b.id, block.NoCompactMarkFilename, m)
 	if err != nil {
 		return err
 	}
@@ -434,7 +434,7 @@ func (p *pass) markNoCompact(ctx context.Context, b *block, reason tsdb.NoCompac
 // deleteMarked deletes the blocks marked for deletion more than
 // DeleteDelay ago, interrupted deletions, and aborted uploads older than
 // PartialUploadAge.
-func (p *pass) deleteMarked(ctx context.Context, blocks map[ulid.ULID]*block) error {
+func (p *pass) deleteMarked(ctx context.Context, blocks map[ulid.ULID]*remoteBlock) error {
 	c := p.c
 	now := c.now()
 	var errs []error
@@ -462,7 +462,7 @@ func (p *pass) deleteMarked(ctx context.Context, blocks map[ulid.ULID]*block) er
 		default:
 			continue
 		}
-		if err := deleteBlock(ctx, c.bkt, b.id); err != nil {
+		if err := block.Delete(ctx, c.bkt, b.id.String()); err != nil {
 			errs = append(errs, fmt.Errorf("delete block %s: %w", b.id, err))
 			continue
 		}
@@ -487,8 +487,8 @@ func (p *pass) abortedUpload(ctx context.Context, id ulid.ULID, now time.Time) (
 			return nil
 		}
 		switch rel := strings.TrimPrefix(name, prefix); {
-		case rel == tsdb.IndexFilename, rel == tsdb.NoCompactMarkFilename, rel == "tombstones",
-			strings.HasPrefix(rel, tsdb.ChunksDirname+"/") && !strings.Contains(rel[len(tsdb.ChunksDirname)+1:], "/"):
+		case rel == block.IndexFilename, rel == block.NoCompactMarkFilename, rel == "tombstones",
+			strings.HasPrefix(rel, block.ChunksDirname+"/") && !strings.Contains(rel[len(block.ChunksDirname)+1:], "/"):
 		default:
 			p.c.logger.Debug("leaving directory that is not a block alone", "dir", prefix, "object", name)
 			old = false
@@ -513,11 +513,11 @@ func (p *pass) abortedUpload(ctx context.Context, id ulid.ULID, now time.Time) (
 }
 
 // sortedBlocks returns the blocks ordered by ULID.
-func sortedBlocks(blocks map[ulid.ULID]*block) []*block {
-	out := make([]*block, 0, len(blocks))
+func sortedBlocks(blocks map[ulid.ULID]*remoteBlock) []*remoteBlock {
+	out := make([]*remoteBlock, 0, len(blocks))
 	for _, b := range blocks {
 		out = append(out, b)
 	}
-	slices.SortFunc(out, func(a, b *block) int { return a.id.Compare(b.id) })
+	slices.SortFunc(out, func(a, b *remoteBlock) int { return a.id.Compare(b.id) })
 	return out
 }

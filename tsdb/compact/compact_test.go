@@ -15,15 +15,15 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/thanos-io/objstore"
 
-	"github.com/meshlens/meshlens/tsdb"
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 var extA = labels.FromStrings("cluster", "eu-1", "replica", "a")
 
 // putLevel1 uploads n consecutive 2h blocks of the test series from t0.
-func putLevel1(t *testing.T, bkt objstore.Bucket, ext labels.Labels, t0 int64, n int) []*tsdb.Meta {
+func putLevel1(t *testing.T, bkt objstore.Bucket, ext labels.Labels, t0 int64, n int) []*block.Meta {
 	t.Helper()
-	var ms []*tsdb.Meta
+	var ms []*block.Meta
 	for i := range n {
 		mint := t0 + int64(i)*2*hour
 		ms = append(ms, putBlock(t, bkt, ext, mint, mint+2*hour, testSeriesSet()))
@@ -31,7 +31,7 @@ func putLevel1(t *testing.T, bkt objstore.Bucket, ext labels.Labels, t0 int64, n
 	return ms
 }
 
-func ids(ms []*tsdb.Meta) []ulid.ULID {
+func ids(ms []*block.Meta) []ulid.ULID {
 	out := make([]ulid.ULID, len(ms))
 	for i, m := range ms {
 		out[i] = m.ULID
@@ -63,7 +63,7 @@ func TestCompactFourBlocksIntoOne(t *testing.T) {
 	if _, ok := vis[srcs[4].ULID]; !ok {
 		t.Fatal("the newest block is not visible any more")
 	}
-	var out *tsdb.Meta
+	var out *block.Meta
 	for id, m := range vis {
 		if id != srcs[4].ULID {
 			out = m
@@ -81,14 +81,14 @@ func TestCompactFourBlocksIntoOne(t *testing.T) {
 		t.Errorf("%d parents, want 4", len(out.Compaction.Parents))
 	}
 	th := out.Thanos
-	if !labels.Equal(labels.FromMap(th.Labels), extA) || th.Downsample.Resolution != 0 || th.Source != SourceCompactor || th.Version != 1 {
+	if !labels.Equal(labels.FromMap(th.Labels), extA) || th.Downsample.Resolution != 0 || th.Source != block.SourceCompactor || th.Version != 1 {
 		t.Errorf("thanos section %+v", th)
 	}
 	// Files with the sizes of the uploaded objects, meta.json without.
 	var rels []string
 	for _, f := range th.Files {
 		rels = append(rels, f.RelPath)
-		if f.RelPath == tsdb.MetaFilename {
+		if f.RelPath == block.MetaFilename {
 			if f.SizeBytes != 0 {
 				t.Errorf("meta.json listed with a size")
 			}
@@ -110,12 +110,12 @@ func TestCompactFourBlocksIntoOne(t *testing.T) {
 	for _, u := range bkt.uploads {
 		order = append(order, strings.TrimPrefix(strings.TrimPrefix(u, out.ULID.String()+"/"), ""))
 	}
-	metaAt := slices.Index(order, tsdb.MetaFilename)
+	metaAt := slices.Index(order, block.MetaFilename)
 	if metaAt < 0 || metaAt < slices.Index(order, "index") || metaAt < slices.Index(order, "chunks/000001") {
 		t.Errorf("upload order %v: meta.json not after chunks and index", order)
 	}
 	for i, u := range order {
-		if strings.HasSuffix(u, tsdb.DeletionMarkFilename) && i < metaAt {
+		if strings.HasSuffix(u, block.DeletionMarkFilename) && i < metaAt {
 			t.Errorf("upload order %v: deletion mark before the compacted block's meta.json", order)
 		}
 	}
@@ -129,8 +129,8 @@ func TestCompactFourBlocksIntoOne(t *testing.T) {
 		if !blocks[s.ULID].deletion {
 			t.Errorf("source %s not marked for deletion", s.ULID)
 		}
-		var dm tsdb.DeletionMark
-		if err := json.Unmarshal(objectBytes(t, mem, path.Join(s.ULID.String(), tsdb.DeletionMarkFilename)), &dm); err != nil {
+		var dm block.DeletionMark
+		if err := json.Unmarshal(objectBytes(t, mem, path.Join(s.ULID.String(), block.DeletionMarkFilename)), &dm); err != nil {
 			t.Fatal(err)
 		}
 		if dm.ID != s.ULID || dm.Version != 1 || dm.DeletionTime != clk.Now().Unix() {
@@ -266,15 +266,15 @@ func TestOverlappingBlocksHaltGroup(t *testing.T) {
 			t.Errorf("overlapping block %s not marked for no compaction", id)
 			continue
 		}
-		var nm tsdb.NoCompactMark
-		if err := json.Unmarshal(objectBytes(t, bkt, path.Join(id.String(), tsdb.NoCompactMarkFilename)), &nm); err != nil {
+		var nm block.NoCompactMark
+		if err := json.Unmarshal(objectBytes(t, bkt, path.Join(id.String(), block.NoCompactMarkFilename)), &nm); err != nil {
 			t.Fatal(err)
 		}
 		if nm.Reason != NoCompactOverlap || nm.ID != id || nm.Version != 1 || !strings.Contains(nm.Details, dup.ULID.String()) {
 			t.Errorf("no-compact mark %+v", nm)
 		}
 	}
-	for _, m := range []*tsdb.Meta{srcs[0], srcs[2], srcs[3]} {
+	for _, m := range []*block.Meta{srcs[0], srcs[2], srcs[3]} {
 		if blocks[m.ULID].noCompact {
 			t.Errorf("block %s marked, but it overlaps nothing", m.ULID)
 		}
@@ -291,7 +291,7 @@ func TestOverlappingBlocksHaltGroup(t *testing.T) {
 func withMarks(objs []string, marked bool) []string {
 	out := slices.Clone(objs)
 	if marked {
-		out = append(out, tsdb.NoCompactMarkFilename)
+		out = append(out, block.NoCompactMarkFilename)
 		slices.Sort(out)
 	}
 	return out
@@ -301,10 +301,10 @@ func TestCorruptBlockHaltsGroup(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		damage func(t *testing.T, bkt objstore.Bucket, id ulid.ULID)
-		reason tsdb.NoCompactReason
+		reason block.NoCompactReason
 	}{
 		{"garbage index", func(t *testing.T, bkt objstore.Bucket, id ulid.ULID) {
-			name := path.Join(id.String(), tsdb.IndexFilename)
+			name := path.Join(id.String(), block.IndexFilename)
 			b := objectBytes(t, bkt, name)
 			for i := range b {
 				b[i] = byte(i * 7)
@@ -323,7 +323,7 @@ func TestCorruptBlockHaltsGroup(t *testing.T) {
 			}
 		}, NoCompactMissingFiles},
 		{"truncated index", func(t *testing.T, bkt objstore.Bucket, id ulid.ULID) {
-			name := path.Join(id.String(), tsdb.IndexFilename)
+			name := path.Join(id.String(), block.IndexFilename)
 			putObject(t, bkt, name, objectBytes(t, bkt, name)[:100])
 		}, NoCompactMissingFiles},
 	} {
@@ -364,8 +364,8 @@ func TestCorruptBlockHaltsGroup(t *testing.T) {
 					t.Errorf("block %s: no-compact mark %v", id, b.noCompact)
 				}
 			}
-			var nm tsdb.NoCompactMark
-			if err := json.Unmarshal(objectBytes(t, bkt, path.Join(bad.String(), tsdb.NoCompactMarkFilename)), &nm); err != nil {
+			var nm block.NoCompactMark
+			if err := json.Unmarshal(objectBytes(t, bkt, path.Join(bad.String(), block.NoCompactMarkFilename)), &nm); err != nil {
 				t.Fatal(err)
 			}
 			if nm.Reason != tc.reason {
@@ -381,9 +381,9 @@ func TestManualNoCompactMarkIsRespected(t *testing.T) {
 	srcs := putLevel1(t, bkt, extA, 0, 5)
 	// An operator excludes the second block: the first is left alone (no
 	// run of two), the third and fourth are compacted together.
-	m := tsdb.NewNoCompactMark(srcs[1].ULID, time.Now(), tsdb.NoCompactManual, "")
+	m := block.NewNoCompactMark(srcs[1].ULID, time.Now(), block.NoCompactManual, "")
 	b, _ := json.Marshal(m)
-	putObject(t, bkt, path.Join(srcs[1].ULID.String(), tsdb.NoCompactMarkFilename), b)
+	putObject(t, bkt, path.Join(srcs[1].ULID.String(), block.NoCompactMarkFilename), b)
 
 	c := newTestCompactor(t, bkt, newFakeClock(), nil)
 	if err := c.Once(ctx); err != nil {
@@ -424,13 +424,13 @@ func TestRetentionPerResolution(t *testing.T) {
 	clk := newFakeClock()
 	now := clk.Now().UnixMilli() / hour * hour
 	series := []testSeries{{lset: labels.FromStrings("__name__", "up"), f: func(int64) float64 { return 1 }, step: 10 * minute}}
-	put := func(res, ageDays int64) *tsdb.Meta {
+	put := func(res, ageDays int64) *block.Meta {
 		maxt := now - ageDays*day
 		return putBlockRes(t, bkt, extA, res, maxt-2*hour, maxt, series)
 	}
-	rawOld, rawNew := put(ResRaw, 10), put(ResRaw, 5)
-	fiveOld, fiveNew := put(ResFiveMinutes, 40), put(ResFiveMinutes, 10)
-	hourOld, hourNew := put(ResOneHour, 400), put(ResOneHour, 40)
+	rawOld, rawNew := put(block.ResolutionRaw, 10), put(block.ResolutionRaw, 5)
+	fiveOld, fiveNew := put(block.Resolution5m, 40), put(block.Resolution5m, 10)
+	hourOld, hourNew := put(block.Resolution1h, 400), put(block.Resolution1h, 40)
 
 	c := newTestCompactor(t, bkt, clk, func(o *Options) {
 		o.Retention = Retention{Raw: 7 * 24 * time.Hour, FiveMinutes: 30 * 24 * time.Hour, OneHour: 365 * 24 * time.Hour}
@@ -439,12 +439,12 @@ func TestRetentionPerResolution(t *testing.T) {
 		t.Fatal(err)
 	}
 	blocks := listBlocks(t, bkt)
-	for _, m := range []*tsdb.Meta{rawOld, fiveOld, hourOld} {
+	for _, m := range []*block.Meta{rawOld, fiveOld, hourOld} {
 		if !blocks[m.ULID].deletion {
 			t.Errorf("block of resolution %d, %d-%d, not marked", m.Thanos.Downsample.Resolution, m.MinTime, m.MaxTime)
 		}
 	}
-	for _, m := range []*tsdb.Meta{rawNew, fiveNew, hourNew} {
+	for _, m := range []*block.Meta{rawNew, fiveNew, hourNew} {
 		if blocks[m.ULID].deletion {
 			t.Errorf("block of resolution %d, %d-%d, marked", m.Thanos.Downsample.Resolution, m.MinTime, m.MaxTime)
 		}
@@ -452,7 +452,7 @@ func TestRetentionPerResolution(t *testing.T) {
 
 	// Zero retention keeps everything.
 	bkt2 := objstore.NewInMemBucket()
-	old := putBlockRes(t, bkt2, extA, ResRaw, 0, 2*hour, series)
+	old := putBlockRes(t, bkt2, extA, block.ResolutionRaw, 0, 2*hour, series)
 	if err := newTestCompactor(t, bkt2, clk, nil).Once(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -475,16 +475,16 @@ func TestPlanMatchesPrometheus(t *testing.T) {
 		{{0, 48}, {48, 56}, {56, 58}},
 	}
 	for _, hs := range cases {
-		var bs []*block
+		var bs []*remoteBlock
 		dir := t.TempDir()
 		for _, h := range hs {
-			m := &tsdb.Meta{}
+			m := &block.Meta{}
 			m.ULID = ulid.Make()
 			m.MinTime, m.MaxTime = h[0]*hour, h[1]*hour
 			m.Version = 1
 			m.Compaction.Level = 1
 			m.Compaction.Sources = []ulid.ULID{m.ULID}
-			bs = append(bs, &block{id: m.ULID, meta: m})
+			bs = append(bs, &remoteBlock{id: m.ULID, meta: m})
 			d := path.Join(dir, m.ULID.String())
 			if err := writeMetaOnly(d, m); err != nil {
 				t.Fatal(err)

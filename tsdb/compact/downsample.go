@@ -19,15 +19,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunks"
 	"github.com/prometheus/prometheus/tsdb/index"
 
-	"github.com/meshlens/meshlens/tsdb"
-)
-
-// Resolutions of downsampled blocks in milliseconds, the values of
-// thanos.downsample.resolution in meta.json.
-const (
-	ResRaw         = int64(0)
-	ResFiveMinutes = int64(5 * 60 * 1000)
-	ResOneHour     = int64(60 * 60 * 1000)
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 // The block ranges from which Thanos downsamples: a raw block spanning at
@@ -62,7 +54,10 @@ type sample struct {
 // chunk boundaries. Native histogram samples are left out: Thanos would
 // write histogram aggregates, which this package does not (yet) produce,
 // so a series with only histogram samples has no downsampled copy.
-func Downsample(ctx context.Context, meta *tsdb.Meta, b promtsdb.BlockReader, dir string, res int64) (id ulid.ULID, err error) {
+func Downsample(ctx context.Context, meta *block.Meta, b promtsdb.BlockReader, dir string, res int64) (id ulid.ULID, err error) {
+	if len(meta.Thanos.Labels) == 0 {
+		return id, fmt.Errorf("downsample block %s: empty external labels: Thanos refuses blocks without them", meta.ULID)
+	}
 	if meta.Thanos.Downsample.Resolution >= res {
 		return id, fmt.Errorf("downsample block %s: resolution %d is not lower than the target %d", meta.ULID, meta.Thanos.Downsample.Resolution, res)
 	}
@@ -129,7 +124,7 @@ func Downsample(ctx context.Context, meta *tsdb.Meta, b promtsdb.BlockReader, di
 			chks[i].Chunk = c
 		}
 
-		if meta.Thanos.Downsample.Resolution == ResRaw {
+		if meta.Thanos.Downsample.Resolution == block.ResolutionRaw {
 			for _, c := range chks {
 				switch enc := c.Chunk.Encoding(); {
 				case isFloatEncoding(enc):
@@ -163,7 +158,7 @@ func Downsample(ctx context.Context, meta *tsdb.Meta, b promtsdb.BlockReader, di
 					if err := expandFloats(it, &all); err != nil {
 						return id, fmt.Errorf("series %s: %w", lset, err)
 					}
-					for _, m := range downsampleRaw(all, ResFiveMinutes) {
+					for _, m := range downsampleRaw(all, block.Resolution5m) {
 						aggrs = append(aggrs, m.Chunk.(*AggrChunk))
 					}
 				} else {
@@ -205,9 +200,9 @@ func Downsample(ctx context.Context, meta *tsdb.Meta, b promtsdb.BlockReader, di
 	nm.Compaction.Parents = append([]promtsdb.BlockDesc(nil), meta.Compaction.Parents...)
 	nm.Thanos.Labels = cloneLabels(meta.Thanos.Labels)
 	nm.Thanos.Downsample.Resolution = res
-	nm.Thanos.Source = SourceCompactor
-	nm.Thanos.IndexStats = tsdb.IndexStats{}
-	if err := writeMeta(tmp, &nm); err != nil {
+	nm.Thanos.Source = block.SourceCompactor
+	nm.Thanos.IndexStats = block.IndexStats{}
+	if err := block.WriteMeta(tmp, &nm); err != nil {
 		return id, err
 	}
 	if err := os.Rename(tmp, final); err != nil {
@@ -249,11 +244,11 @@ func newBlockWriter(ctx context.Context, dir string, symbolsFrom promtsdb.IndexR
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	chunkw, err := chunks.NewWriter(filepath.Join(dir, tsdb.ChunksDirname))
+	chunkw, err := chunks.NewWriter(filepath.Join(dir, block.ChunksDirname))
 	if err != nil {
 		return nil, fmt.Errorf("open chunk writer: %w", err)
 	}
-	indexw, err := index.NewWriter(ctx, filepath.Join(dir, tsdb.IndexFilename))
+	indexw, err := index.NewWriter(ctx, filepath.Join(dir, block.IndexFilename))
 	if err != nil {
 		chunkw.Close()
 		return nil, fmt.Errorf("open index writer: %w", err)

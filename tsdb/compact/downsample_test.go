@@ -25,7 +25,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb/index"
 	"github.com/thanos-io/objstore"
 
-	"github.com/meshlens/meshlens/tsdb"
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 func xorChunk(t *testing.T, ss []sample) chunkenc.Chunk {
@@ -348,7 +348,7 @@ func equalAggr(a, b map[AggrType][]sample) bool {
 
 // downsampleFixture uploads a raw 48h block with two counters (with
 // resets), a gauge with stale markers and a native histogram series.
-func downsampleFixture(t *testing.T, bkt objstore.Bucket) *tsdb.Meta {
+func downsampleFixture(t *testing.T, bkt objstore.Bucket) *block.Meta {
 	t.Helper()
 	ss := testSeriesSet()
 	ss[2].f = func(ts int64) float64 {
@@ -380,20 +380,20 @@ func TestDownsampleBlocks(t *testing.T) {
 	if err := c.Once(ctx); err != nil {
 		t.Fatal(err)
 	}
-	byRes := map[int64]*tsdb.Meta{}
+	byRes := map[int64]*block.Meta{}
 	for _, m := range visible(t, bkt) {
 		if byRes[m.Thanos.Downsample.Resolution] != nil {
 			t.Fatalf("two blocks of resolution %d", m.Thanos.Downsample.Resolution)
 		}
 		byRes[m.Thanos.Downsample.Resolution] = m
 	}
-	if len(byRes) != 3 || byRes[ResRaw].ULID != rawMeta.ULID {
+	if len(byRes) != 3 || byRes[block.ResolutionRaw].ULID != rawMeta.ULID {
 		t.Fatalf("blocks by resolution %v", byRes)
 	}
-	for _, res := range []int64{ResFiveMinutes, ResOneHour} {
+	for _, res := range []int64{block.Resolution5m, block.Resolution1h} {
 		m := byRes[res]
 		if m.MinTime != rawMeta.MinTime || m.MaxTime != rawMeta.MaxTime || !slices.Equal(m.Compaction.Sources, rawMeta.Compaction.Sources) ||
-			!labels.Equal(labels.FromMap(m.Thanos.Labels), extA) || m.Thanos.Source != SourceCompactor || len(m.Thanos.Files) < 3 {
+			!labels.Equal(labels.FromMap(m.Thanos.Labels), extA) || m.Thanos.Source != block.SourceCompactor || len(m.Thanos.Files) < 3 {
 			t.Errorf("meta of resolution %d: %+v", res, m)
 		}
 		t.Run(resolutionName(res), func(t *testing.T) {
@@ -415,7 +415,7 @@ func TestDownsampleBlocks(t *testing.T) {
 
 // checkAggregates compares the aggregates of the downsampled block in dir
 // with count, sum, min, max and counter computed from the raw samples.
-func checkAggregates(t *testing.T, dir string, res int64, raw map[string][]testSample, m *tsdb.Meta) {
+func checkAggregates(t *testing.T, dir string, res int64, raw map[string][]testSample, m *block.Meta) {
 	t.Helper()
 	ctx := context.Background()
 	b, err := promtsdb.OpenBlock(discard, dir, NewPool(), nil)
@@ -587,9 +587,9 @@ func TestDownsampledRate(t *testing.T) {
 	if err := c.Once(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var five *tsdb.Meta
+	var five *block.Meta
 	for _, m := range visible(t, bkt) {
-		if m.Thanos.Downsample.Resolution == ResFiveMinutes {
+		if m.Thanos.Downsample.Resolution == block.Resolution5m {
 			five = m
 		}
 	}
@@ -716,7 +716,7 @@ func TestDownsampledRate(t *testing.T) {
 func TestDownsampledBlocksCompact(t *testing.T) {
 	ctx := context.Background()
 	staging := objstore.NewInMemBucket()
-	var srcs []*tsdb.Meta
+	var srcs []*block.Meta
 	for i := range int64(10) {
 		srcs = append(srcs, putBlock(t, staging, extA, i*2*hour, (i+1)*2*hour, testSeriesSet()))
 	}
@@ -725,14 +725,14 @@ func TestDownsampledBlocksCompact(t *testing.T) {
 	// 16h first: the first pass compacts raw [0, 8h) and makes 5m copies
 	// of it and the four 2h blocks after it; the last 4h arrive later, so
 	// that the 5m blocks, not only the raw ones, get compacted.
-	ship := func(ms []*tsdb.Meta) {
+	ship := func(ms []*block.Meta) {
 		for _, m := range ms {
 			for name, b := range staging.Objects() {
-				if strings.HasPrefix(name, m.ULID.String()+"/") && !strings.HasSuffix(name, tsdb.MetaFilename) {
+				if strings.HasPrefix(name, m.ULID.String()+"/") && !strings.HasSuffix(name, block.MetaFilename) {
 					putObject(t, bkt, name, b)
 				}
 			}
-			putObject(t, bkt, m.ULID.String()+"/"+tsdb.MetaFilename, staging.Objects()[m.ULID.String()+"/"+tsdb.MetaFilename])
+			putObject(t, bkt, m.ULID.String()+"/"+block.MetaFilename, staging.Objects()[m.ULID.String()+"/"+block.MetaFilename])
 		}
 	}
 	ship(srcs[:8])
@@ -753,10 +753,10 @@ func TestDownsampledBlocksCompact(t *testing.T) {
 		}
 		clk.Add(time.Hour)
 		vis := visible(t, bkt)
-		byRes := map[int64][]*block{}
+		byRes := map[int64][]*remoteBlock{}
 		var ids []ulid.ULID
 		for id, m := range vis {
-			byRes[m.Thanos.Downsample.Resolution] = append(byRes[m.Thanos.Downsample.Resolution], &block{id: id, meta: m})
+			byRes[m.Thanos.Downsample.Resolution] = append(byRes[m.Thanos.Downsample.Resolution], &remoteBlock{id: id, meta: m})
 			ids = append(ids, id)
 		}
 		for res, bs := range byRes {
@@ -766,14 +766,14 @@ func TestDownsampledBlocksCompact(t *testing.T) {
 			}
 			slices.Sort(rs)
 			t.Logf("pass %d: resolution %s: %v", pass, resolutionName(res), rs)
-			slices.SortFunc(bs, func(a, b *block) int { return int(a.meta.MinTime - b.meta.MinTime) })
+			slices.SortFunc(bs, func(a, b *remoteBlock) int { return int(a.meta.MinTime - b.meta.MinTime) })
 			if o := overlaps(bs); len(o) > 0 {
 				t.Fatalf("pass %d: resolution %d: overlapping blocks", pass, res)
 			}
 			if d := duplicates(bs); len(d) > 0 {
 				t.Fatalf("pass %d: resolution %d: duplicated blocks", pass, res)
 			}
-			if res == ResRaw {
+			if res == block.ResolutionRaw {
 				if pass > 0 {
 					equalSamples(t, mergedSamples(t, bkt, blockIDs(bs)...), raw)
 				}
@@ -783,7 +783,7 @@ func TestDownsampledBlocksCompact(t *testing.T) {
 				checkAggregates(t, download(t, bkt, b.id), res, raw, b.meta)
 			}
 		}
-		if len(byRes[ResFiveMinutes]) == 0 {
+		if len(byRes[block.Resolution5m]) == 0 {
 			t.Fatalf("pass %d: no 5m blocks", pass)
 		}
 		slices.SortFunc(ids, func(a, b ulid.ULID) int { return a.Compare(b) })
@@ -802,10 +802,10 @@ func TestDownsampledBlocksCompact(t *testing.T) {
 	var five, compacted5m, onehour bool
 	for _, m := range vis {
 		switch m.Thanos.Downsample.Resolution {
-		case ResFiveMinutes:
+		case block.Resolution5m:
 			five = true
 			compacted5m = compacted5m || m.MaxTime-m.MinTime == 16*hour
-		case ResOneHour:
+		case block.Resolution1h:
 			onehour = true
 		}
 	}

@@ -21,7 +21,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb/tsdbutil"
 	"github.com/thanos-io/objstore"
 
-	"github.com/meshlens/meshlens/tsdb"
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 var discard = slog.New(slog.DiscardHandler)
@@ -119,22 +119,22 @@ func writeBlock(t *testing.T, dir string, mint, maxt int64, ss []testSeries) str
 // putBlock writes a block of ss over [mint, maxt) and uploads it with a
 // meta.json carrying the external labels ext, as a shipper does. It
 // returns the uploaded meta.
-func putBlock(t *testing.T, bkt objstore.Bucket, ext labels.Labels, mint, maxt int64, ss []testSeries) *tsdb.Meta {
+func putBlock(t *testing.T, bkt objstore.Bucket, ext labels.Labels, mint, maxt int64, ss []testSeries) *block.Meta {
 	t.Helper()
-	return putBlockRes(t, bkt, ext, ResRaw, mint, maxt, ss)
+	return putBlockRes(t, bkt, ext, block.ResolutionRaw, mint, maxt, ss)
 }
 
 // putBlockRes is putBlock for blocks claiming resolution res (their chunks
 // stay raw; for tests that look at metas only).
-func putBlockRes(t *testing.T, bkt objstore.Bucket, ext labels.Labels, res, mint, maxt int64, ss []testSeries) *tsdb.Meta {
+func putBlockRes(t *testing.T, bkt objstore.Bucket, ext labels.Labels, res, mint, maxt int64, ss []testSeries) *block.Meta {
 	t.Helper()
 	dir := writeBlock(t, t.TempDir(), mint, maxt, ss)
-	m, err := tsdb.NewMeta(dir, ext, tsdb.SourceShipper)
+	m, err := block.NewMeta(dir, ext, block.SourceShipper)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.Thanos.Downsample.Resolution = res
-	if err := uploadBlock(context.Background(), bkt, dir, m); err != nil {
+	if err := block.UploadWithMeta(context.Background(), bkt, dir, m, block.RetryOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	return m
@@ -227,7 +227,7 @@ func download(t *testing.T, bkt objstore.Bucket, id ulid.ULID) string {
 
 // bucketBlock is a block as the bucket holds it.
 type bucketBlock struct {
-	meta                *tsdb.Meta // nil without meta.json.
+	meta                *block.Meta // nil without meta.json.
 	deletion, noCompact bool
 	objects             []string
 }
@@ -251,18 +251,18 @@ func listBlocks(t *testing.T, bkt objstore.Bucket) map[ulid.ULID]*bucketBlock {
 		rel := strings.TrimPrefix(name, id.String()+"/")
 		b.objects = append(b.objects, rel)
 		switch rel {
-		case tsdb.MetaFilename:
+		case block.MetaFilename:
 			r, err := bkt.Get(ctx, name)
 			if err != nil {
 				return err
 			}
 			defer r.Close()
-			if b.meta, err = tsdb.ReadMeta(r); err != nil {
+			if b.meta, err = block.ReadMeta(r); err != nil {
 				return err
 			}
-		case tsdb.DeletionMarkFilename:
+		case block.DeletionMarkFilename:
 			b.deletion = true
-		case tsdb.NoCompactMarkFilename:
+		case block.NoCompactMarkFilename:
 			b.noCompact = true
 		}
 		return nil
@@ -278,9 +278,9 @@ func listBlocks(t *testing.T, bkt objstore.Bucket) map[ulid.ULID]*bucketBlock {
 
 // visible returns the blocks that readers use: complete and not marked
 // for deletion.
-func visible(t *testing.T, bkt objstore.Bucket) map[ulid.ULID]*tsdb.Meta {
+func visible(t *testing.T, bkt objstore.Bucket) map[ulid.ULID]*block.Meta {
 	t.Helper()
-	out := map[ulid.ULID]*tsdb.Meta{}
+	out := map[ulid.ULID]*block.Meta{}
 	for id, b := range listBlocks(t, bkt) {
 		if b.meta != nil && !b.deletion {
 			out[id] = b.meta
@@ -380,7 +380,7 @@ func putObject(t *testing.T, bkt objstore.Bucket, name string, b []byte) {
 }
 
 // writeMetaOnly writes m as dir/meta.json.
-func writeMetaOnly(dir string, m *tsdb.Meta) error {
+func writeMetaOnly(dir string, m *block.Meta) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -388,7 +388,7 @@ func writeMetaOnly(dir string, m *tsdb.Meta) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, tsdb.MetaFilename), b, 0o644)
+	return os.WriteFile(filepath.Join(dir, block.MetaFilename), b, 0o644)
 }
 
 // prometheusPlan is what Prometheus's leveled compactor plans for the

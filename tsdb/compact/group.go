@@ -14,12 +14,12 @@ import (
 	"github.com/oklog/ulid/v2"
 	promtsdb "github.com/prometheus/prometheus/tsdb"
 
-	"github.com/meshlens/meshlens/tsdb"
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 // compact compacts every group until its planner finds nothing more to
 // do. A failing group does not stop the others.
-func (p *pass) compact(ctx context.Context, blocks map[ulid.ULID]*block) error {
+func (p *pass) compact(ctx context.Context, blocks map[ulid.ULID]*remoteBlock) error {
 	var errs []error
 	for _, g := range groups(blocks) {
 		if len(g.labels) == 0 {
@@ -45,7 +45,7 @@ func (p *pass) compact(ctx context.Context, blocks map[ulid.ULID]*block) error {
 
 // compactGroup makes one compaction in g and reports whether there may be
 // more to do.
-func (p *pass) compactGroup(ctx context.Context, g *group, blocks map[ulid.ULID]*block) (bool, error) {
+func (p *pass) compactGroup(ctx context.Context, g *group, blocks map[ulid.ULID]*remoteBlock) (bool, error) {
 	c := p.c
 
 	// A block marked for an inconsistency halts the group until someone
@@ -69,7 +69,7 @@ func (p *pass) compactGroup(ctx context.Context, g *group, blocks map[ulid.ULID]
 			}
 			if !checked[cover.id] {
 				if err := checkFiles(ctx, c.bkt, cover.meta); err != nil {
-					return false, p.haltOn(ctx, g, []*block{cover}, err)
+					return false, p.haltOn(ctx, g, []*remoteBlock{cover}, err)
 				}
 				checked[cover.id] = true
 			}
@@ -77,7 +77,7 @@ func (p *pass) compactGroup(ctx context.Context, g *group, blocks map[ulid.ULID]
 				return false, err
 			}
 		}
-		g.blocks = slices.DeleteFunc(g.blocks, func(b *block) bool { return !b.live() })
+		g.blocks = slices.DeleteFunc(g.blocks, func(b *remoteBlock) bool { return !b.live() })
 	}
 
 	// Overlapping blocks would be merged into one with duplicated or
@@ -118,7 +118,7 @@ func (p *pass) compactGroup(ctx context.Context, g *group, blocks map[ulid.ULID]
 			err = verifyBlock(ctx, c.logger, dirs[i], b.meta)
 		}
 		if err != nil {
-			return false, p.haltOn(ctx, g, []*block{b}, err)
+			return false, p.haltOn(ctx, g, []*remoteBlock{b}, err)
 		}
 	}
 
@@ -142,7 +142,7 @@ func (p *pass) compactGroup(ctx context.Context, g *group, blocks map[ulid.ULID]
 				return false, err
 			}
 		}
-		g.blocks = slices.DeleteFunc(g.blocks, func(b *block) bool { return !b.live() })
+		g.blocks = slices.DeleteFunc(g.blocks, func(b *remoteBlock) bool { return !b.live() })
 		return true, nil
 	}
 
@@ -152,20 +152,20 @@ func (p *pass) compactGroup(ctx context.Context, g *group, blocks map[ulid.ULID]
 	if err := os.Remove(filepath.Join(bdir, "tombstones")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return false, err
 	}
-	bm, err := tsdb.ReadBlockMeta(bdir)
+	bm, err := block.ReadPrometheusMeta(bdir)
 	if err != nil {
 		return false, err
 	}
-	m := &tsdb.Meta{
+	m := &block.Meta{
 		BlockMeta: *bm,
-		Thanos: tsdb.ThanosMeta{
-			Version:    tsdb.ThanosMetaVersion1,
+		Thanos: block.ThanosMeta{
+			Version:    block.ThanosVersion1,
 			Labels:     cloneLabels(g.labels),
-			Downsample: tsdb.ThanosDownsample{Resolution: g.resolution},
-			Source:     SourceCompactor,
+			Downsample: block.ThanosDownsample{Resolution: g.resolution},
+			Source:     block.SourceCompactor,
 		},
 	}
-	if err := writeMeta(bdir, m); err != nil {
+	if err := block.WriteMeta(bdir, m); err != nil {
 		return false, err
 	}
 	if err := verifyBlock(ctx, c.logger, bdir, m); err != nil {
@@ -182,13 +182,13 @@ func (p *pass) compactGroup(ctx context.Context, g *group, blocks map[ulid.ULID]
 		}
 	}
 
-	if err := uploadBlock(ctx, c.bkt, bdir, m); err != nil {
+	if err := block.UploadWithMeta(ctx, c.bkt, bdir, m, block.RetryOptions{}); err != nil {
 		return false, fmt.Errorf("upload compacted block %s: %w", id, err)
 	}
 	c.cacheMu.Lock()
 	c.metas[id] = m
 	c.cacheMu.Unlock()
-	nb := &block{id: id, meta: m}
+	nb := &remoteBlock{id: id, meta: m}
 	blocks[id] = nb
 	c.metrics.compactions.Inc()
 	c.logger.Info("blocks compacted", "group", g.key, "block", id, "sources", blockIDs(toCompact),
@@ -199,7 +199,7 @@ func (p *pass) compactGroup(ctx context.Context, g *group, blocks map[ulid.ULID]
 			return false, err
 		}
 	}
-	g.blocks = slices.DeleteFunc(g.blocks, func(b *block) bool { return !b.live() })
+	g.blocks = slices.DeleteFunc(g.blocks, func(b *remoteBlock) bool { return !b.live() })
 	g.blocks = append(g.blocks, nb)
 	g.sort()
 	return true, nil
@@ -208,7 +208,7 @@ func (p *pass) compactGroup(ctx context.Context, g *group, blocks map[ulid.ULID]
 // haltOn handles err found in the blocks bs of group g: a *blockError
 // marks its block for no compaction and halts the group; any other error
 // is returned.
-func (p *pass) haltOn(ctx context.Context, g *group, bs []*block, err error) error {
+func (p *pass) haltOn(ctx context.Context, g *group, bs []*remoteBlock, err error) error {
 	var be *blockError
 	if !errors.As(err, &be) {
 		return err
@@ -229,9 +229,9 @@ func (p *pass) haltOn(ctx context.Context, g *group, bs []*block, err error) err
 // whose sources are not all in a 5m block already, a 1h copy likewise of
 // 5m blocks (Thanos's DownsampleBucket). Blocks of halted groups are left
 // alone, as are blocks whose copy would be past its retention.
-func (p *pass) downsampleAll(ctx context.Context, blocks map[ulid.ULID]*block) error {
+func (p *pass) downsampleAll(ctx context.Context, blocks map[ulid.ULID]*remoteBlock) error {
 	c := p.c
-	covered := map[int64]map[ulid.ULID]bool{ResFiveMinutes: {}, ResOneHour: {}}
+	covered := map[int64]map[ulid.ULID]bool{block.Resolution5m: {}, block.Resolution1h: {}}
 	halted := map[string]bool{}
 	for k := range p.halted {
 		halted[k] = true
@@ -257,10 +257,10 @@ func (p *pass) downsampleAll(ctx context.Context, blocks map[ulid.ULID]*block) e
 		}
 		var target, after int64
 		switch b.meta.Thanos.Downsample.Resolution {
-		case ResRaw:
-			target, after = ResFiveMinutes, c.downsampleAfter[0]
-		case ResFiveMinutes:
-			target, after = ResOneHour, c.downsampleAfter[1]
+		case block.ResolutionRaw:
+			target, after = block.Resolution5m, c.downsampleAfter[0]
+		case block.Resolution5m:
+			target, after = block.Resolution1h, c.downsampleAfter[1]
 		default:
 			continue
 		}
@@ -294,7 +294,7 @@ func (p *pass) downsampleAll(ctx context.Context, blocks map[ulid.ULID]*block) e
 
 // downsampleBlock downloads, verifies and downsamples b to resolution res
 // and uploads the result. It reports false when it halted b's group.
-func (p *pass) downsampleBlock(ctx context.Context, b *block, res int64) (bool, error) {
+func (p *pass) downsampleBlock(ctx context.Context, b *remoteBlock, res int64) (bool, error) {
 	c := p.c
 	key := groupKey(b.meta)
 	dir := filepath.Join(c.workDir, downsampleSubdir)
@@ -309,7 +309,7 @@ func (p *pass) downsampleBlock(ctx context.Context, b *block, res int64) (bool, 
 	}
 	if err != nil {
 		g := &group{key: key}
-		return false, p.haltOn(ctx, g, []*block{b}, err)
+		return false, p.haltOn(ctx, g, []*remoteBlock{b}, err)
 	}
 	blk, err := openBlock(c.logger, bdir, b.meta)
 	if err != nil {
@@ -324,11 +324,11 @@ func (p *pass) downsampleBlock(ctx context.Context, b *block, res int64) (bool, 
 		return false, err
 	}
 	out := filepath.Join(dir, id.String())
-	f, err := os.Open(filepath.Join(out, tsdb.MetaFilename))
+	f, err := os.Open(filepath.Join(out, block.MetaFilename))
 	if err != nil {
 		return false, err
 	}
-	m, err := tsdb.ReadMeta(f)
+	m, err := block.ReadMeta(f)
 	f.Close()
 	if err != nil {
 		return false, err
@@ -340,7 +340,7 @@ func (p *pass) downsampleBlock(ctx context.Context, b *block, res int64) (bool, 
 		p.halt(key, "invalid-output", fmt.Errorf("downsampled block of %s does not verify: %w", b.id, err))
 		return false, nil
 	}
-	if err := uploadBlock(ctx, c.bkt, out, m); err != nil {
+	if err := block.UploadWithMeta(ctx, c.bkt, out, m, block.RetryOptions{}); err != nil {
 		return false, fmt.Errorf("upload downsampled block %s: %w", id, err)
 	}
 	c.cacheMu.Lock()
@@ -354,11 +354,11 @@ func (p *pass) downsampleBlock(ctx context.Context, b *block, res int64) (bool, 
 
 func resolutionName(res int64) string {
 	switch res {
-	case ResRaw:
+	case block.ResolutionRaw:
 		return "raw"
-	case ResFiveMinutes:
+	case block.Resolution5m:
 		return "5m"
-	case ResOneHour:
+	case block.Resolution1h:
 		return "1h"
 	}
 	return fmt.Sprint(time.Duration(res) * time.Millisecond)
@@ -371,7 +371,7 @@ func dirName(key string) string {
 	return fmt.Sprintf("%016x", h.Sum64())
 }
 
-func blockIDs(bs []*block) []ulid.ULID {
+func blockIDs(bs []*remoteBlock) []ulid.ULID {
 	ids := make([]ulid.ULID, len(bs))
 	for i, b := range bs {
 		ids[i] = b.id

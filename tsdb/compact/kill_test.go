@@ -13,7 +13,7 @@ import (
 	"github.com/thanos-io/objstore"
 
 	"github.com/meshlens/meshlens/internal/faultbucket"
-	"github.com/meshlens/meshlens/tsdb"
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 // nth returns a match function that accepts the n-th name (from 1) that
@@ -51,22 +51,22 @@ func TestKilledPassIsFinishedByTheNext(t *testing.T) {
 	}{
 		{name: "during chunks upload", stall: true, fault: func(fb *faultbucket.Bucket) { fb.StallUploads(suffix("/chunks/000001")) }},
 		{name: "during index upload", between: "partial", stall: true, fault: func(fb *faultbucket.Bucket) { fb.StallUploads(suffix("/index")) }},
-		{name: "during meta.json upload", between: "partial", stall: true, fault: func(fb *faultbucket.Bucket) { fb.StallUploads(suffix("/" + tsdb.MetaFilename)) }},
-		{name: "meta.json upload fails", between: "partial", fault: func(fb *faultbucket.Bucket) { fb.FailUploads(suffix("/" + tsdb.MetaFilename)) }},
+		{name: "during meta.json upload", between: "partial", stall: true, fault: func(fb *faultbucket.Bucket) { fb.StallUploads(suffix("/" + block.MetaFilename)) }},
+		{name: "meta.json upload fails", between: "partial", fault: func(fb *faultbucket.Bucket) { fb.FailUploads(suffix("/" + block.MetaFilename)) }},
 		{name: "before the first deletion mark", between: "duplicate", stall: true, fault: func(fb *faultbucket.Bucket) {
-			fb.StallUploads(suffix("/" + tsdb.DeletionMarkFilename))
+			fb.StallUploads(suffix("/" + block.DeletionMarkFilename))
 		}},
 		{name: "before the third deletion mark", between: "duplicate", stall: true, fault: func(fb *faultbucket.Bucket) {
-			fb.StallUploads(nth(3, suffix("/"+tsdb.DeletionMarkFilename)))
+			fb.StallUploads(nth(3, suffix("/"+block.DeletionMarkFilename)))
 		}},
 		{name: "third deletion mark fails", between: "duplicate", fault: func(fb *faultbucket.Bucket) {
-			fb.FailUploads(nth(3, suffix("/"+tsdb.DeletionMarkFilename)))
+			fb.FailUploads(nth(3, suffix("/"+block.DeletionMarkFilename)))
 		}},
 		{name: "deletion after meta.json", between: "deleting", deleting: true, stall: true, fault: func(fb *faultbucket.Bucket) {
 			fb.Add(faultbucket.Rule{Ops: []string{faultbucket.OpDelete}, Match: suffix("/index"), Stall: true})
 		}},
 		{name: "deletion before the mark", between: "deleting", deleting: true, fault: func(fb *faultbucket.Bucket) {
-			fb.Add(faultbucket.Rule{Ops: []string{faultbucket.OpDelete}, Match: nth(2, suffix("/"+tsdb.DeletionMarkFilename))})
+			fb.Add(faultbucket.Rule{Ops: []string{faultbucket.OpDelete}, Match: nth(2, suffix("/"+block.DeletionMarkFilename))})
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -149,21 +149,21 @@ func TestKilledPassIsFinishedByTheNext(t *testing.T) {
 func checkVisible(t *testing.T, bkt objstore.Bucket, want map[string][]testSample, dedup bool) {
 	t.Helper()
 	vis := visible(t, bkt)
-	var bs []*block
+	var bs []*remoteBlock
 	for id, m := range vis {
-		bs = append(bs, &block{id: id, meta: m})
+		bs = append(bs, &remoteBlock{id: id, meta: m})
 	}
 	dups := duplicates(bs)
 	if !dedup && len(dups) > 0 {
 		t.Fatalf("visible blocks %v hold data of other visible blocks", dups)
 	}
-	var use []*block
+	var use []*remoteBlock
 	for _, b := range bs {
 		if _, ok := dups[b.id]; !ok {
 			use = append(use, b)
 		}
 	}
-	slices.SortFunc(use, func(a, b *block) int { return int(a.meta.MinTime - b.meta.MinTime) })
+	slices.SortFunc(use, func(a, b *remoteBlock) int { return int(a.meta.MinTime - b.meta.MinTime) })
 	if o := overlaps(use); len(o) > 0 {
 		t.Fatalf("visible blocks overlap: %v", blockIDs(o[0]))
 	}
@@ -189,9 +189,9 @@ func checkBetween(t *testing.T, bkt objstore.Bucket, state string) {
 		}
 	}
 	if state == "duplicate" {
-		var bs []*block
+		var bs []*remoteBlock
 		for id, m := range visible(t, bkt) {
-			bs = append(bs, &block{id: id, meta: m})
+			bs = append(bs, &remoteBlock{id: id, meta: m})
 		}
 		found = len(duplicates(bs)) > 0
 	}
@@ -207,7 +207,7 @@ func TestKilledDownsamplingIsRedone(t *testing.T) {
 	clk := newFakeClock()
 	c := newTestCompactor(t, fb, clk, func(o *Options) { o.Downsample = true })
 
-	fb.StallUploads(suffix("/" + tsdb.MetaFilename))
+	fb.StallUploads(suffix("/" + block.MetaFilename))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Once(ctx) }()
@@ -235,7 +235,7 @@ func TestKilledDownsamplingIsRedone(t *testing.T) {
 	for _, m := range visible(t, mem) {
 		byRes[m.Thanos.Downsample.Resolution]++
 	}
-	if byRes[ResRaw] != 1 || byRes[ResFiveMinutes] != 1 || len(byRes) != 2 {
+	if byRes[block.ResolutionRaw] != 1 || byRes[block.Resolution5m] != 1 || len(byRes) != 2 {
 		t.Errorf("visible blocks by resolution %v", byRes)
 	}
 	if n := len(listBlocks(t, mem)); n != 2 {

@@ -8,7 +8,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/prometheus/model/labels"
 
-	"github.com/meshlens/meshlens/tsdb"
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 // group is a compaction group: the live blocks of one set of external
@@ -17,16 +17,16 @@ type group struct {
 	key        string
 	labels     map[string]string
 	resolution int64
-	blocks     []*block // Sorted by MinTime, then ULID.
+	blocks     []*remoteBlock // Sorted by MinTime, then ULID.
 }
 
 // groupKey is Thanos's compaction group key: resolution@labels.
-func groupKey(m *tsdb.Meta) string {
+func groupKey(m *block.Meta) string {
 	return fmt.Sprintf("%d@%s", m.Thanos.Downsample.Resolution, labels.FromMap(m.Thanos.Labels))
 }
 
 // groups sorts the live blocks into compaction groups, ordered by key.
-func groups(blocks map[ulid.ULID]*block) []*group {
+func groups(blocks map[ulid.ULID]*remoteBlock) []*group {
 	byKey := map[string]*group{}
 	for _, b := range blocks {
 		if !b.live() {
@@ -50,7 +50,7 @@ func groups(blocks map[ulid.ULID]*block) []*group {
 }
 
 func (g *group) sort() {
-	slices.SortFunc(g.blocks, func(a, b *block) int {
+	slices.SortFunc(g.blocks, func(a, b *remoteBlock) int {
 		if c := cmp.Compare(a.meta.MinTime, b.meta.MinTime); c != 0 {
 			return c
 		}
@@ -65,18 +65,18 @@ func (g *group) sort() {
 // sources the one with the larger ULID is the duplicate. This is
 // Thanos's deduplicate filter, whose duplicates its compactor garbage
 // collects.
-func duplicates(bs []*block) map[ulid.ULID]*block {
+func duplicates(bs []*remoteBlock) map[ulid.ULID]*remoteBlock {
 	sorted := slices.Clone(bs)
 	// Most sources first, so that covering blocks come before what they
 	// cover.
-	slices.SortFunc(sorted, func(a, b *block) int {
+	slices.SortFunc(sorted, func(a, b *remoteBlock) int {
 		if c := cmp.Compare(len(b.meta.Compaction.Sources), len(a.meta.Compaction.Sources)); c != 0 {
 			return c
 		}
 		return a.id.Compare(b.id)
 	})
-	dups := map[ulid.ULID]*block{}
-	var covering []*block
+	dups := map[ulid.ULID]*remoteBlock{}
+	var covering []*remoteBlock
 next:
 	for _, b := range sorted {
 		for _, p := range covering {
@@ -104,9 +104,9 @@ func containsAll(set, sub []ulid.ULID) bool {
 
 // overlaps returns the sets of blocks of bs (sorted by MinTime) whose
 // time ranges overlap, each sorted by MinTime.
-func overlaps(bs []*block) [][]*block {
-	var out [][]*block
-	var cur []*block
+func overlaps(bs []*remoteBlock) [][]*remoteBlock {
+	var out [][]*remoteBlock
+	var cur []*remoteBlock
 	var maxt int64
 	for i, b := range bs {
 		if i > 0 && b.meta.MinTime < maxt {
@@ -137,11 +137,11 @@ func overlaps(bs []*block) [][]*block {
 // newest block. Blocks with a no-compact mark are never picked, and split
 // the runs around them so that no result spans them. ranges are in
 // milliseconds.
-func plan(ranges []int64, bs []*block) []*block {
+func plan(ranges []int64, bs []*remoteBlock) []*remoteBlock {
 	if len(bs) == 0 || len(ranges) < 2 {
 		return nil
 	}
-	excluded := func(b *block) bool { return b.noCompact != nil }
+	excluded := func(b *remoteBlock) bool { return b.noCompact != nil }
 	metas := bs[:len(bs)-1]
 	if len(metas) == 0 {
 		return nil
@@ -180,8 +180,8 @@ func plan(ranges []int64, bs []*block) []*block {
 // within one range of length tr aligned to 0. Blocks that fit in no such
 // range are skipped. For [0-10, 10-20, 50-60, 90-100] and tr 30 it returns
 // [0-10, 10-20], [50-60], [90-100].
-func splitByRange(bs []*block, tr int64) [][]*block {
-	var out [][]*block
+func splitByRange(bs []*remoteBlock, tr int64) [][]*remoteBlock {
+	var out [][]*remoteBlock
 	for i := 0; i < len(bs); {
 		m := bs[i].meta
 		var t0 int64
@@ -194,7 +194,7 @@ func splitByRange(bs []*block, tr int64) [][]*block {
 			i++
 			continue
 		}
-		var run []*block
+		var run []*remoteBlock
 		for ; i < len(bs) && bs[i].meta.MaxTime <= t0+tr; i++ {
 			run = append(run, bs[i])
 		}

@@ -2,30 +2,28 @@ package compact
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"sync"
 
 	"github.com/oklog/ulid/v2"
 
-	"github.com/meshlens/meshlens/tsdb"
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 // syncConcurrency bounds the bucket requests of one sync.
 const syncConcurrency = 8
 
-// block is a block in the bucket as of the last sync.
-type block struct {
+// remoteBlock is a block in the bucket as of the last sync.
+type remoteBlock struct {
 	id ulid.ULID
 	// meta is nil for a partial block: one without meta.json, being
 	// uploaded, left by an interrupted upload, or being deleted.
-	meta      *tsdb.Meta
-	deletion  *tsdb.DeletionMark
-	noCompact *tsdb.NoCompactMark
+	meta      *block.Meta
+	deletion  *block.DeletionMark
+	noCompact *block.NoCompactMark
 	// badMeta is set when meta.json is there but unreadable; such a block
 	// is left alone.
 	badMeta bool
@@ -33,10 +31,10 @@ type block struct {
 
 // live reports whether the block is complete and not marked for
 // deletion: whether it takes part in compaction and downsampling.
-func (b *block) live() bool { return b.meta != nil && b.deletion == nil }
+func (b *remoteBlock) live() bool { return b.meta != nil && b.deletion == nil }
 
 // halting returns the halting reason of the block's no-compact mark, or "".
-func (b *block) halting() tsdb.NoCompactReason {
+func (b *remoteBlock) halting() block.NoCompactReason {
 	if b.noCompact != nil && slices.Contains(haltReasons, b.noCompact.Reason) {
 		return b.noCompact.Reason
 	}
@@ -46,20 +44,13 @@ func (b *block) halting() tsdb.NoCompactReason {
 // syncBlocks lists the blocks of the bucket with their meta.json and
 // marks. meta.json never changes once uploaded, so metas are read once and
 // cached; marks are read again when they appear.
-func (c *Compactor) syncBlocks(ctx context.Context) (map[ulid.ULID]*block, error) {
-	var ids []ulid.ULID
-	err := c.bkt.Iter(ctx, "", func(name string) error {
-		id, err := ulid.ParseStrict(strings.TrimSuffix(name, "/"))
-		if err == nil && strings.HasSuffix(name, "/") {
-			ids = append(ids, id)
-		}
-		return nil
-	})
+func (c *Compactor) syncBlocks(ctx context.Context) (map[ulid.ULID]*remoteBlock, error) {
+	ids, err := block.IDs(ctx, c.bkt, "")
 	if err != nil {
-		return nil, fmt.Errorf("list blocks: %w", err)
+		return nil, err
 	}
 
-	blocks := make(map[ulid.ULID]*block, len(ids))
+	blocks := make(map[ulid.ULID]*remoteBlock, len(ids))
 	var (
 		mu   sync.Mutex
 		errs []error
@@ -100,16 +91,16 @@ func (c *Compactor) syncBlocks(ctx context.Context) (map[ulid.ULID]*block, error
 	return blocks, nil
 }
 
-func (c *Compactor) syncBlock(ctx context.Context, id ulid.ULID) (*block, error) {
-	b := &block{id: id}
+func (c *Compactor) syncBlock(ctx context.Context, id ulid.ULID) (*remoteBlock, error) {
+	b := &remoteBlock{id: id}
 	var hasMeta, hasDeletion, hasNoCompact bool
 	err := c.bkt.Iter(ctx, id.String()+"/", func(name string) error {
 		switch strings.TrimPrefix(name, id.String()+"/") {
-		case tsdb.MetaFilename:
+		case block.MetaFilename:
 			hasMeta = true
-		case tsdb.DeletionMarkFilename:
+		case block.DeletionMarkFilename:
 			hasDeletion = true
-		case tsdb.NoCompactMarkFilename:
+		case block.NoCompactMarkFilename:
 			hasNoCompact = true
 		}
 		return nil
@@ -122,28 +113,21 @@ func (c *Compactor) syncBlock(ctx context.Context, id ulid.ULID) (*block, error)
 		m := c.metas[id]
 		c.cacheMu.Unlock()
 		if m == nil {
-			r, err := c.bkt.Get(ctx, objName(id, tsdb.MetaFilename))
+			var err error
+			m, err = block.DownloadMeta(ctx, c.bkt, id)
 			switch {
-			case c.bkt.IsObjNotFoundErr(err):
+			case errors.Is(err, block.ErrNotFound):
 				// Deleted since the listing.
+			case errors.Is(err, block.ErrInvalidMeta):
+				c.logger.Warn("ignoring block with unreadable meta.json", "block", id, "err", err)
+				b.badMeta = true
+				m = nil
 			case err != nil:
-				return nil, fmt.Errorf("read %s: %w", objName(id, tsdb.MetaFilename), err)
+				return nil, err
 			default:
-				m, err = tsdb.ReadMeta(r)
-				r.Close()
-				switch {
-				case err != nil:
-					c.logger.Warn("ignoring block with unreadable meta.json", "block", id, "err", err)
-					b.badMeta = true
-				case m.ULID != id:
-					c.logger.Warn("ignoring block whose meta.json names another block", "block", id, "ulid", m.ULID)
-					b.badMeta = true
-					m = nil
-				default:
-					c.cacheMu.Lock()
-					c.metas[id] = m
-					c.cacheMu.Unlock()
-				}
+				c.cacheMu.Lock()
+				c.metas[id] = m
+				c.cacheMu.Unlock()
 			}
 		}
 		if !b.badMeta {
@@ -151,8 +135,8 @@ func (c *Compactor) syncBlock(ctx context.Context, id ulid.ULID) (*block, error)
 		}
 	}
 	if hasDeletion {
-		var dm tsdb.DeletionMark
-		ok, err := c.readMark(ctx, id, tsdb.DeletionMarkFilename, &dm)
+		var dm block.DeletionMark
+		ok, err := c.readMark(ctx, id, block.DeletionMarkFilename, &dm)
 		if err != nil {
 			return nil, err
 		}
@@ -161,8 +145,8 @@ func (c *Compactor) syncBlock(ctx context.Context, id ulid.ULID) (*block, error)
 		}
 	}
 	if hasNoCompact {
-		var nm tsdb.NoCompactMark
-		ok, err := c.readMark(ctx, id, tsdb.NoCompactMarkFilename, &nm)
+		var nm block.NoCompactMark
+		ok, err := c.readMark(ctx, id, block.NoCompactMarkFilename, &nm)
 		if err != nil {
 			return nil, err
 		}
@@ -176,22 +160,10 @@ func (c *Compactor) syncBlock(ctx context.Context, id ulid.ULID) (*block, error)
 // readMark decodes a mark file of block id into v. A mark that is gone
 // or does not decode is reported as absent; Thanos ignores such marks too.
 func (c *Compactor) readMark(ctx context.Context, id ulid.ULID, file string, v any) (bool, error) {
-	name := objName(id, file)
-	r, err := c.bkt.Get(ctx, name)
-	if c.bkt.IsObjNotFoundErr(err) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("read %s: %w", name, err)
-	}
-	defer r.Close()
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return false, fmt.Errorf("read %s: %w", name, err)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
+	found, err := block.ReadMark(ctx, c.bkt, id, file, v)
+	if found && err != nil {
 		c.logger.Warn("ignoring unreadable mark", "block", id, "file", file, "err", err)
 		return false, nil
 	}
-	return true, nil
+	return found, err
 }

@@ -13,12 +13,12 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunks"
 	"github.com/prometheus/prometheus/tsdb/index"
 
-	"github.com/meshlens/meshlens/tsdb"
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 // openBlock opens the block in dir with a pool that reads aggregate
 // chunks too. Failing to open it is a *blockError.
-func openBlock(logger *slog.Logger, dir string, m *tsdb.Meta) (*promtsdb.Block, error) {
+func openBlock(logger *slog.Logger, dir string, m *block.Meta) (*promtsdb.Block, error) {
 	b, err := promtsdb.OpenBlock(logger, dir, NewPool(), nil)
 	if err != nil {
 		return nil, &blockError{id: m.ULID, reason: NoCompactCorrupt, err: fmt.Errorf("open: %w", err)}
@@ -34,7 +34,7 @@ func openBlock(logger *slog.Logger, dir string, m *tsdb.Meta) (*promtsdb.Block, 
 // decodes to samples within its time range. What it finds is a
 // *blockError. The checks are those of Thanos's index health statistics
 // plus reading every chunk.
-func verifyBlock(ctx context.Context, logger *slog.Logger, dir string, m *tsdb.Meta) error {
+func verifyBlock(ctx context.Context, logger *slog.Logger, dir string, m *block.Meta) error {
 	b, err := openBlock(logger, dir, m)
 	if err != nil {
 		return err

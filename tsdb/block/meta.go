@@ -1,4 +1,4 @@
-package tsdb
+package block
 
 import (
 	"bytes"
@@ -11,40 +11,53 @@ import (
 	"sort"
 	"time"
 
-	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/prometheus/model/labels"
 	promtsdb "github.com/prometheus/prometheus/tsdb"
 )
 
-// Names of the files of a block, the same in a local block directory and
-// under <ULID>/ in the bucket (the Thanos bucket layout).
+// Names of the files of a metric block, the same in a local block
+// directory and under <ULID>/ in the bucket (the Thanos bucket layout).
+// MetaFilename and DeletionMarkFilename are declared with the generic
+// block operations.
 const (
-	MetaFilename          = "meta.json"
 	IndexFilename         = "index"
 	ChunksDirname         = "chunks"
-	DeletionMarkFilename  = "deletion-mark.json"
 	NoCompactMarkFilename = "no-compact-mark.json"
 )
 
 // Versions of the JSON documents of a block. Thanos accepts only these.
 const (
-	// BlockMetaVersion1 is the version of Prometheus's part of meta.json.
-	BlockMetaVersion1 = 1
-	// ThanosMetaVersion1 is the version of the thanos section of meta.json.
-	ThanosMetaVersion1 = 1
+	// MetaVersion1 is the version of Prometheus's part of meta.json.
+	MetaVersion1 = 1
+	// ThanosVersion1 is the version of the thanos section of meta.json.
+	ThanosVersion1 = 1
 	// MarkVersion1 is the version of deletion-mark.json and no-compact-mark.json.
 	MarkVersion1 = 1
+)
+
+// Resolutions of downsampled blocks in milliseconds, the values of
+// thanos.downsample.resolution in meta.json, as Thanos's compactor makes
+// them.
+const (
+	ResolutionRaw = int64(0)
+	Resolution5m  = int64(5 * time.Minute / time.Millisecond)
+	Resolution1h  = int64(time.Hour / time.Millisecond)
 )
 
 // SourceType names what put a block into the bucket (Thanos's
 // metadata.SourceType). Thanos shows it but does not act on it.
 type SourceType string
 
-// SourceShipper is the source of blocks that the Shipper uploads: level-1
-// blocks cut from the head that remote write fills, what Thanos marks
-// "receive" (or "sidecar" for a Prometheus beside a sidecar). A distinct name
-// tells an operator which blocks meshlens wrote.
-const SourceShipper SourceType = "meshlens"
+const (
+	// SourceShipper is the source of blocks that the shipper uploads:
+	// level-1 blocks cut from the head that remote write fills, what Thanos
+	// marks "receive" (or "sidecar" for a Prometheus beside a sidecar). A
+	// distinct name tells an operator which blocks meshlens wrote.
+	SourceShipper SourceType = "meshlens"
+	// SourceCompactor is the source of the blocks the bucket compactor
+	// makes, Thanos's metadata.CompactorSource.
+	SourceCompactor SourceType = "compactor"
+)
 
 // Meta is a block's meta.json as Thanos reads and writes it: Prometheus's
 // BlockMeta with a thanos section (github.com/thanos-io/thanos
@@ -57,7 +70,7 @@ type Meta struct {
 
 // ThanosMeta is the thanos section of meta.json.
 type ThanosMeta struct {
-	// Version is ThanosMetaVersion1; Thanos reads an absent version as 1.
+	// Version is ThanosVersion1; Thanos reads an absent version as 1.
 	Version int `json:"version,omitempty"`
 	// Labels are the external labels of the producer; Thanos refuses a block
 	// without them and groups blocks by them for compaction.
@@ -69,23 +82,24 @@ type ThanosMeta struct {
 	// keeps writing them for older readers.
 	SegmentFiles []string `json:"segment_files,omitempty"`
 	// Files lists chunks/*, index and meta.json (without a size), sorted by
-	// path.
-	Files []BlockFile `json:"files,omitempty"`
+	// path. Empty for blocks written before Thanos recorded it.
+	Files []File `json:"files,omitempty"`
 	// IndexStats is written by Thanos's compactor; the shipper leaves it
 	// empty, as Thanos's shipper does.
 	IndexStats IndexStats `json:"index_stats,omitempty"`
 }
 
 // ThanosDownsample is the resolution of a block's samples in milliseconds;
-// 0 is raw data.
+// ResolutionRaw (0) is raw data.
 type ThanosDownsample struct {
 	Resolution int64 `json:"resolution"`
 }
 
-// BlockFile is one file of a block, relative to the block directory.
-type BlockFile struct {
+// File is one file of a block, relative to the block directory.
+type File struct {
 	RelPath string `json:"rel_path"`
-	// SizeBytes is 0, and omitted, for meta.json.
+	// SizeBytes is 0, and omitted, for meta.json and for files of blocks
+	// written before Thanos recorded sizes.
 	SizeBytes int64 `json:"size_bytes,omitempty"`
 }
 
@@ -95,8 +109,9 @@ type IndexStats struct {
 	ChunkMaxSize  int64 `json:"chunk_max_size,omitempty"`
 }
 
-// ReadBlockMeta reads Prometheus's meta.json in the block directory dir.
-func ReadBlockMeta(dir string) (*promtsdb.BlockMeta, error) {
+// ReadPrometheusMeta reads Prometheus's meta.json in the block directory
+// dir.
+func ReadPrometheusMeta(dir string) (*promtsdb.BlockMeta, error) {
 	b, err := os.ReadFile(filepath.Join(dir, MetaFilename))
 	if err != nil {
 		return nil, err
@@ -105,7 +120,7 @@ func ReadBlockMeta(dir string) (*promtsdb.BlockMeta, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("decode %s: %w", filepath.Join(dir, MetaFilename), err)
 	}
-	if m.Version != BlockMetaVersion1 {
+	if m.Version != MetaVersion1 {
 		return nil, fmt.Errorf("%s: unexpected meta version %d", filepath.Join(dir, MetaFilename), m.Version)
 	}
 	return &m, nil
@@ -119,20 +134,20 @@ func NewMeta(dir string, lset labels.Labels, source SourceType) (*Meta, error) {
 	if lset.IsEmpty() {
 		return nil, errors.New("empty external labels: Thanos refuses blocks without them")
 	}
-	bm, err := ReadBlockMeta(dir)
+	bm, err := ReadPrometheusMeta(dir)
 	if err != nil {
 		return nil, err
 	}
-	segments, files, err := blockFiles(dir)
+	segments, files, err := gatherFiles(dir)
 	if err != nil {
 		return nil, err
 	}
 	return &Meta{
 		BlockMeta: *bm,
 		Thanos: ThanosMeta{
-			Version:      ThanosMetaVersion1,
+			Version:      ThanosVersion1,
 			Labels:       lset.Map(),
-			Downsample:   ThanosDownsample{Resolution: 0},
+			Downsample:   ThanosDownsample{Resolution: ResolutionRaw},
 			Source:       source,
 			SegmentFiles: segments,
 			Files:        files,
@@ -140,11 +155,34 @@ func NewMeta(dir string, lset labels.Labels, source SourceType) (*Meta, error) {
 	}, nil
 }
 
-// blockFiles lists the files of the block in dir the way Thanos's
+// WriteMeta writes m as dir/meta.json, with its files section (and
+// segment files) set to the files in dir: chunks, index and meta.json, as
+// Thanos's GatherFileStats lists them.
+func WriteMeta(dir string, m *Meta) error {
+	b, err := m.Marshal()
+	if err != nil {
+		return fmt.Errorf("encode meta.json: %w", err)
+	}
+	name := filepath.Join(dir, MetaFilename)
+	if err := os.WriteFile(name, b, 0o644); err != nil {
+		return err
+	}
+	segments, files, err := gatherFiles(dir)
+	if err != nil {
+		return fmt.Errorf("list block files: %w", err)
+	}
+	m.Thanos.Files, m.Thanos.SegmentFiles = files, segments
+	if b, err = m.Marshal(); err != nil {
+		return fmt.Errorf("encode meta.json: %w", err)
+	}
+	return os.WriteFile(name, b, 0o644)
+}
+
+// gatherFiles lists the files of the block in dir the way Thanos's
 // GatherFileStats does: every file in chunks/ and the index with their
 // sizes, and meta.json without one, sorted by path. segments are the chunk
 // file names.
-func blockFiles(dir string) (segments []string, files []BlockFile, err error) {
+func gatherFiles(dir string) (segments []string, files []File, err error) {
 	entries, err := os.ReadDir(filepath.Join(dir, ChunksDirname))
 	if err != nil {
 		return nil, nil, err
@@ -158,17 +196,17 @@ func blockFiles(dir string) (segments []string, files []BlockFile, err error) {
 			return nil, nil, err
 		}
 		segments = append(segments, e.Name())
-		files = append(files, BlockFile{RelPath: ChunksDirname + "/" + e.Name(), SizeBytes: fi.Size()})
+		files = append(files, File{RelPath: ChunksDirname + "/" + e.Name(), SizeBytes: fi.Size()})
 	}
 	fi, err := os.Stat(filepath.Join(dir, IndexFilename))
 	if err != nil {
 		return nil, nil, err
 	}
-	files = append(files, BlockFile{RelPath: IndexFilename, SizeBytes: fi.Size()})
+	files = append(files, File{RelPath: IndexFilename, SizeBytes: fi.Size()})
 	if _, err := os.Stat(filepath.Join(dir, MetaFilename)); err != nil {
 		return nil, nil, err
 	}
-	files = append(files, BlockFile{RelPath: MetaFilename})
+	files = append(files, File{RelPath: MetaFilename})
 	sort.Strings(segments)
 	sort.Slice(files, func(i, j int) bool { return files[i].RelPath < files[j].RelPath })
 	return segments, files, nil
@@ -180,6 +218,16 @@ func (m *Meta) Marshal() ([]byte, error) {
 	return marshalIndent(m)
 }
 
+// ExpectedSize is the size of the block's files by its meta.json, 0 if
+// meta.json does not list them.
+func (m *Meta) ExpectedSize() int64 {
+	var n int64
+	for _, f := range m.Thanos.Files {
+		n += f.SizeBytes
+	}
+	return n
+}
+
 // ReadMeta decodes a meta.json with a thanos section, as read from the
 // bucket, and checks both versions.
 func ReadMeta(r io.Reader) (*Meta, error) {
@@ -187,57 +235,16 @@ func ReadMeta(r io.Reader) (*Meta, error) {
 	if err := json.NewDecoder(r).Decode(&m); err != nil {
 		return nil, fmt.Errorf("decode meta.json: %w", err)
 	}
-	if m.Version != BlockMetaVersion1 {
+	if m.Version != MetaVersion1 {
 		return nil, fmt.Errorf("unexpected meta.json version %d", m.Version)
 	}
-	if v := m.Thanos.Version; v != 0 && v != ThanosMetaVersion1 {
+	if v := m.Thanos.Version; v != 0 && v != ThanosVersion1 {
 		return nil, fmt.Errorf("unexpected meta.json thanos section version %d", v)
 	}
 	if m.Thanos.Labels == nil {
 		m.Thanos.Labels = map[string]string{}
 	}
 	return &m, nil
-}
-
-// DeletionMark is deletion-mark.json: the block is to be deleted from the
-// bucket once DeletionTime (Unix seconds) is old enough that no reader
-// still uses it (Thanos's metadata.DeletionMark).
-type DeletionMark struct {
-	ID      ulid.ULID `json:"id"`
-	Version int       `json:"version"`
-	// Details says why, for people.
-	Details      string `json:"details,omitempty"`
-	DeletionTime int64  `json:"deletion_time"`
-}
-
-// NewDeletionMark returns the deletion mark of block id made at t.
-func NewDeletionMark(id ulid.ULID, t time.Time, details string) DeletionMark {
-	return DeletionMark{ID: id, Version: MarkVersion1, Details: details, DeletionTime: t.Unix()}
-}
-
-// NoCompactReason says why a block is excluded from compaction.
-type NoCompactReason string
-
-// The reasons Thanos writes.
-const (
-	NoCompactManual             NoCompactReason = "manual"
-	NoCompactIndexSizeExceeding NoCompactReason = "index-size-exceeding"
-	NoCompactOutOfOrderChunks   NoCompactReason = "block-index-out-of-order-chunk"
-)
-
-// NoCompactMark is no-compact-mark.json: the compactor leaves the block
-// alone (Thanos's metadata.NoCompactMark). NoCompactTime is Unix seconds.
-type NoCompactMark struct {
-	ID            ulid.ULID       `json:"id"`
-	Version       int             `json:"version"`
-	Details       string          `json:"details,omitempty"`
-	NoCompactTime int64           `json:"no_compact_time"`
-	Reason        NoCompactReason `json:"reason"`
-}
-
-// NewNoCompactMark returns the no-compact mark of block id made at t.
-func NewNoCompactMark(id ulid.ULID, t time.Time, reason NoCompactReason, details string) NoCompactMark {
-	return NoCompactMark{ID: id, Version: MarkVersion1, Details: details, NoCompactTime: t.Unix(), Reason: reason}
 }
 
 // marshalIndent encodes v tab-indented with a trailing newline, as Thanos
