@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -43,31 +44,50 @@ func ZipkinJSON(data []byte, lim Limits) (Batch, error) {
 	if err := checkSize(data, lim); err != nil {
 		return Batch{}, err
 	}
-	var raws []json.RawMessage
-	if err := json.Unmarshal(data, &raws); err != nil {
-		return Batch{}, fmt.Errorf("%w: Zipkin JSON (%d bytes): %w", ErrUndecodable, len(data), err)
+	// Most requests are valid and decode as a whole; only when that fails
+	// is the list decoded span by span to tell the bad spans from the rest.
+	var b Batch
+	var models []*zipkinmodel.SpanModel
+	if err := json.Unmarshal(data, &models); err != nil {
+		var raws []json.RawMessage
+		if err := json.Unmarshal(data, &raws); err != nil {
+			return Batch{}, fmt.Errorf("%w: Zipkin JSON (%d bytes): %w", ErrUndecodable, len(data), err)
+		}
+		if err := checkSpanCount(len(raws), lim); err != nil {
+			return Batch{}, err
+		}
+		models = models[:0]
+		for _, raw := range raws {
+			m := new(zipkinmodel.SpanModel)
+			if err := json.Unmarshal(raw, m); err != nil {
+				b.refuseZipkinJSON(raw, err)
+				continue
+			}
+			models = append(models, m)
+		}
 	}
-	if err := checkSpanCount(len(raws), lim); err != nil {
+	if err := checkSpanCount(len(models)+b.RefusedSpans(), lim); err != nil {
 		return Batch{}, err
 	}
-	var b Batch
-	models := make([]*zipkinmodel.SpanModel, 0, len(raws))
-	for _, raw := range raws {
-		m := new(zipkinmodel.SpanModel)
-		if err := json.Unmarshal(raw, m); err != nil {
-			var id struct {
-				TraceID any `json:"traceId"`
-				ID      any `json:"id"`
-				Name    any `json:"name"`
-			}
-			_ = json.Unmarshal(raw, &id)
-			b.refuse(ReasonInvalidSpan, "span %s (trace %v, span %v): %v", quoteName(fmt.Sprint(id.Name)), id.TraceID, id.ID, err)
-			continue
+	for i, m := range models {
+		if m == nil {
+			// A null element decodes without calling the span's decoder.
+			b.refuse(ReasonInvalidSpan, "span %d of the list is null", i)
 		}
-		models = append(models, m)
 	}
+	models = slices.DeleteFunc(models, func(m *zipkinmodel.SpanModel) bool { return m == nil })
 	b.addZipkin(models, lim)
 	return b, nil
+}
+
+func (b *Batch) refuseZipkinJSON(raw []byte, err error) {
+	var id struct {
+		TraceID any `json:"traceId"`
+		ID      any `json:"id"`
+		Name    any `json:"name"`
+	}
+	_ = json.Unmarshal(raw, &id)
+	b.refuse(ReasonInvalidSpan, "span %s (trace %v, span %v): %v", quoteName(fmt.Sprint(id.Name)), id.TraceID, id.ID, err)
 }
 
 // ZipkinProto decodes a Zipkin v2 protobuf ListOfSpans (the body of POST
