@@ -3,6 +3,7 @@ package decode
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -46,9 +47,15 @@ func ZipkinJSON(data []byte, lim Limits) (Batch, error) {
 	}
 	// Most requests are valid and decode as a whole; only when that fails
 	// is the list decoded span by span to tell the bad spans from the rest.
+	// Either way spans are refused in the order of the request.
 	var b Batch
 	var models []*zipkinmodel.SpanModel
-	if err := json.Unmarshal(data, &models); err != nil {
+	if err := json.Unmarshal(data, &models); err == nil {
+		if err := checkSpanCount(len(models), lim); err != nil {
+			return Batch{}, err
+		}
+		models = slices.DeleteFunc(models, func(m *zipkinmodel.SpanModel) bool { return !b.validZipkin(m) })
+	} else {
 		var raws []json.RawMessage
 		if err := json.Unmarshal(data, &raws); err != nil {
 			return Batch{}, fmt.Errorf("%w: Zipkin JSON (%d bytes): %w", ErrUndecodable, len(data), err)
@@ -56,28 +63,37 @@ func ZipkinJSON(data []byte, lim Limits) (Batch, error) {
 		if err := checkSpanCount(len(raws), lim); err != nil {
 			return Batch{}, err
 		}
-		models = models[:0]
+		models = make([]*zipkinmodel.SpanModel, 0, len(raws))
 		for _, raw := range raws {
 			m := new(zipkinmodel.SpanModel)
 			if err := json.Unmarshal(raw, m); err != nil {
 				b.refuseZipkinJSON(raw, err)
 				continue
 			}
-			models = append(models, m)
+			if b.validZipkin(m) {
+				models = append(models, m)
+			}
 		}
 	}
-	if err := checkSpanCount(len(models)+b.RefusedSpans(), lim); err != nil {
-		return Batch{}, err
-	}
-	for i, m := range models {
-		if m == nil {
-			// A null element decodes without calling the span's decoder.
-			b.refuse(ReasonInvalidSpan, "span %d of the list is null", i)
-		}
-	}
-	models = slices.DeleteFunc(models, func(m *zipkinmodel.SpanModel) bool { return m == nil })
 	b.addZipkin(models, lim)
 	return b, nil
+}
+
+// validZipkin refuses a null span or one with a zero trace id (zipkin-go
+// refuses zero span ids itself).
+func (b *Batch) validZipkin(m *zipkinmodel.SpanModel) bool {
+	switch {
+	case m == nil:
+		b.refuse(ReasonInvalidSpan, "null span")
+		return false
+	case m.TraceID.Empty():
+		b.refuse(ReasonInvalidTraceID, "span %s (trace %s, span %s): zero trace id", quoteName(m.Name), traceIDOf(m), traces.SpanID(idBytes(uint64(m.ID))))
+		return false
+	case m.ID == 0:
+		b.refuse(ReasonInvalidSpanID, "span %s (trace %s, span %s): zero span id", quoteName(m.Name), traceIDOf(m), traces.SpanID{})
+		return false
+	}
+	return true
 }
 
 func (b *Batch) refuseZipkinJSON(raw []byte, err error) {
@@ -87,6 +103,10 @@ func (b *Batch) refuseZipkinJSON(raw []byte, err error) {
 		Name    any `json:"name"`
 	}
 	_ = json.Unmarshal(raw, &id)
+	if errors.Is(err, zipkinmodel.ErrValidIDRequired) {
+		b.refuse(ReasonInvalidSpanID, "span %s (trace %v, span %v): zero span id", quoteName(fmt.Sprint(id.Name)), id.TraceID, id.ID)
+		return
+	}
 	b.refuse(ReasonInvalidSpan, "span %s (trace %v, span %v): %v", quoteName(fmt.Sprint(id.Name)), id.TraceID, id.ID, err)
 }
 
@@ -116,7 +136,9 @@ func ZipkinProto(data []byte, lim Limits) (Batch, error) {
 			b.refuse(ReasonInvalidSpan, "span %s (trace %x, span %x): %v", quoteName(ps.GetName()), ps.GetTraceId(), ps.GetId(), err)
 			continue
 		}
-		models = append(models, m)
+		if b.validZipkin(m) {
+			models = append(models, m)
+		}
 	}
 	b.addZipkin(models, lim)
 	return b, nil

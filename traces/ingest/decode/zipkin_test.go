@@ -189,9 +189,9 @@ func TestZipkinJSONRefusesInvalidSpans(t *testing.T) {
 	}{
 		{"zero trace id", `{"traceId":"0000000000000000","id":"00000000000000aa","name":"zero-trace"}`, ReasonInvalidTraceID,
 			[]string{`"zero-trace"`, "trace 00000000000000000000000000000000", "span 00000000000000aa", "zero trace id"}},
-		{"zero span id", `{"traceId":"463ac35c9f6413ad","id":"0000000000000000","name":"zero-span"}`, ReasonInvalidSpan,
-			[]string{`"zero-span"`, "463ac35c9f6413ad", "0000000000000000", "span id"}},
-		{"missing span id", `{"traceId":"463ac35c9f6413ad","name":"no-id"}`, ReasonInvalidSpan,
+		{"zero span id", `{"traceId":"463ac35c9f6413ad","id":"0000000000000000","name":"zero-span"}`, ReasonInvalidSpanID,
+			[]string{`"zero-span"`, "463ac35c9f6413ad", "0000000000000000", "zero span id"}},
+		{"missing span id", `{"traceId":"463ac35c9f6413ad","name":"no-id"}`, ReasonInvalidSpanID,
 			[]string{`"no-id"`, "463ac35c9f6413ad"}},
 		{"non-hex trace id", `{"traceId":"xyz35c9f6413ad","id":"00000000000000aa","name":"bad-hex"}`, ReasonInvalidSpan,
 			[]string{`"bad-hex"`, "xyz35c9f6413ad", "00000000000000aa"}},
@@ -199,7 +199,7 @@ func TestZipkinJSONRefusesInvalidSpans(t *testing.T) {
 			[]string{`"long"`, "1463ac35c9f6413ad463ac35c9f6413ad"}},
 		{"bad field type", `{"traceId":"463ac35c9f6413ad","id":"00000000000000aa","name":"typed","duration":"long"}`, ReasonInvalidSpan,
 			[]string{`"typed"`}},
-		{"null", `null`, ReasonInvalidSpan, nil},
+		{"null", `null`, ReasonInvalidSpan, []string{"null span"}},
 		{"malformed annotation encoding", `{"traceId":"463ac35c9f6413ad","id":"00000000000000bb","name":"anno","annotations":[{"timestamp":1,"value":"a|{x|1"}]}`, ReasonInvalidSpan,
 			[]string{`"anno"`, "0000000000000000463ac35c9f6413ad", "00000000000000bb"}},
 	} {
