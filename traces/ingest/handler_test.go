@@ -19,8 +19,12 @@ import (
 	"github.com/openzipkin/zipkin-go/proto/zipkin_proto3"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -305,4 +309,60 @@ func TestMetrics(t *testing.T) {
 
 func jsonUnmarshal(b []byte, v any) error { return jsonStd.Unmarshal(b, v) }
 
-var _ = context.Background
+func TestOTLPGRPCStatus(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		req       ptraceotlp.ExportRequest
+		opts      Options
+		appErr    error
+		code      codes.Code
+		appended  int
+		rejected  int64
+		inMessage string
+		retry     bool // RetryInfo detail expected
+	}{
+		{"all valid", otlpRequest(true, false), Options{}, nil, codes.OK, 2, 0, "", false},
+		{"partial success", otlpRequest(true, true), Options{}, nil, codes.OK, 2, 2, `first: span "no-trace" (trace 00000000000000000000000000000000, span 0300000000000000): zero trace id`, false},
+		{"no valid span", otlpRequest(false, true), Options{}, nil, codes.InvalidArgument, 0, 0, `span "no-trace"`, false},
+		{"too many spans", otlpRequest(true, true), Options{Limits: decode.Limits{MaxSpansPerRequest: 3}}, nil, codes.InvalidArgument, 0, 0, "4 spans, limit 3", false},
+		{"over message size", otlpRequest(true, true), Options{Limits: decode.Limits{MaxDecodedBytes: 16}}, nil, codes.ResourceExhausted, 0, 0, "", false},
+		{"overloaded", otlpRequest(true, false), Options{}, traces.ErrOverloaded, codes.Unavailable, 0, 0, "overloaded", true},
+		{"storage failure", otlpRequest(true, false), Options{}, errDiskFull, codes.Unavailable, 0, 0, "no space left", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &recorder{err: tc.appErr}
+			addr := serveGRPC(t, rec, tc.opts)
+			cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			resp, err := ptraceotlp.NewGRPCClient(cc).Export(context.Background(), tc.req)
+			st := status.Convert(err)
+			if st.Code() != tc.code {
+				t.Fatalf("code %s (%s), want %s", st.Code(), st.Message(), tc.code)
+			}
+			if err != nil && !strings.Contains(st.Message(), tc.inMessage) {
+				t.Errorf("message %q does not say %q", st.Message(), tc.inMessage)
+			}
+			if n := len(rec.get()); n != tc.appended {
+				t.Fatalf("appended %d spans, want %d", n, tc.appended)
+			}
+			hasRetry := false
+			for _, d := range st.Details() {
+				if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay().AsDuration() == DefaultRetryAfter {
+					hasRetry = true
+				}
+			}
+			if hasRetry != tc.retry {
+				t.Errorf("RetryInfo of %s: %v, want %v", DefaultRetryAfter, hasRetry, tc.retry)
+			}
+			if err == nil {
+				ps := resp.PartialSuccess()
+				if ps.RejectedSpans() != tc.rejected || !strings.Contains(ps.ErrorMessage(), tc.inMessage) {
+					t.Errorf("partial success %d %q, want %d with %q", ps.RejectedSpans(), ps.ErrorMessage(), tc.rejected, tc.inMessage)
+				}
+			}
+		})
+	}
+}
