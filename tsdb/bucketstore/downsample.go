@@ -2,7 +2,6 @@ package bucketstore
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -14,134 +13,14 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/tombstones"
 	"github.com/prometheus/prometheus/util/annotations"
+
+	"github.com/meshlens/meshlens/tsdb/block/downsample"
 )
 
-// Downsampled blocks, as Thanos's compactor writes them
-// (github.com/thanos-io/thanos pkg/compact/downsample), hold one chunk per
-// series and time window whose encoding byte is encAggr and whose data is
-// five sub-chunks, one per aggregate in the order count, sum, min, max,
-// counter. Each sub-chunk is a uvarint length n followed, when n > 0, by
-// one encoding byte and n bytes of an ordinary chunk (XOR for floats);
-// n == 0 marks an absent aggregate. Each aggregate has one sample per
-// resolution window, stamped with the window's last millisecond. The
-// counter aggregate also starts with the first raw value of the chunk and
-// ends with the last raw value repeated at the timestamp of the last
-// window, so that a reader can tell counter resets between chunks.
-
-// encAggr is the chunk encoding byte of a Thanos aggregate chunk.
-const encAggr = chunkenc.Encoding(0xff)
-
-// aggr is an aggregate of a downsampled chunk, numbered as in the chunk.
-type aggr uint8
-
-const (
-	aggrCount aggr = iota
-	aggrSum
-	aggrMin
-	aggrMax
-	aggrCounter
-	numAggrs
-)
-
-func (a aggr) String() string {
-	switch a {
-	case aggrCount:
-		return "count"
-	case aggrSum:
-		return "sum"
-	case aggrMin:
-		return "min"
-	case aggrMax:
-		return "max"
-	case aggrCounter:
-		return "counter"
-	}
-	return fmt.Sprintf("aggregate(%d)", uint8(a))
-}
-
-// errAggrAbsent says that a chunk lacks the aggregate asked for.
-var errAggrAbsent = errors.New("aggregate not in chunk")
-
-// aggrChunk is a Thanos aggregate chunk. It is read-only: the bytes belong
-// to the block's memory-mapped chunk files.
-type aggrChunk []byte
-
-// get returns the sub-chunk of aggregate a, or errAggrAbsent.
-func (c aggrChunk) get(a aggr) (chunkenc.Chunk, error) {
-	if a >= numAggrs {
-		return nil, fmt.Errorf("unknown aggregate %d", a)
-	}
-	b := []byte(c)
-	for i := aggr(0); ; i++ {
-		l, n := binary.Uvarint(b)
-		if n <= 0 {
-			return nil, fmt.Errorf("aggregate chunk: bad length of %s", i)
-		}
-		b = b[n:]
-		if l == 0 {
-			if i == a {
-				return nil, errAggrAbsent
-			}
-			continue
-		}
-		if l >= uint64(len(b)) { // One encoding byte and l data bytes.
-			return nil, fmt.Errorf("aggregate chunk: %s needs %d bytes, %d left", i, l+1, len(b))
-		}
-		if l < 2 { // Every chunk starts with its number of samples.
-			return nil, fmt.Errorf("aggregate chunk: %s has only %d bytes", i, l)
-		}
-		if i == a {
-			return chunkenc.FromData(chunkenc.Encoding(b[0]), b[1:l+1])
-		}
-		b = b[l+1:]
-	}
-}
-
-func (c aggrChunk) Bytes() []byte             { return c }
-func (aggrChunk) Encoding() chunkenc.Encoding { return encAggr }
-func (aggrChunk) Compact()                    {}
-func (c *aggrChunk) Reset(stream []byte)      { *c = stream }
-func (aggrChunk) Appender() (chunkenc.Appender, error) {
-	return nil, errors.New("aggregate chunks are read-only")
-}
-
-// NumSamples is the number of windows, as Thanos counts them.
-func (c aggrChunk) NumSamples() int {
-	x, err := c.get(aggrCount)
-	if err != nil {
-		return 0
-	}
-	return x.NumSamples()
-}
-
-// Iterator fails: an aggregate chunk has no samples of its own, a reader
-// must pick an aggregate (aggrSeriesIterator).
-func (aggrChunk) Iterator(chunkenc.Iterator) chunkenc.Iterator {
-	return errIterator{chunkenc.NewNopIterator(), errors.New("aggregate chunk iterated without choosing an aggregate")}
-}
-
-// chunkPool is the chunk pool of the blocks the Store opens: Prometheus's,
-// which knows the raw encodings, and aggrChunk for encAggr.
-type chunkPool struct {
-	chunkenc.Pool
-}
-
-func newChunkPool() chunkPool { return chunkPool{chunkenc.NewPool()} }
-
-func (p chunkPool) Get(e chunkenc.Encoding, b []byte) (chunkenc.Chunk, error) {
-	if e == encAggr {
-		c := aggrChunk(b)
-		return &c, nil
-	}
-	return p.Pool.Get(e, b)
-}
-
-func (p chunkPool) Put(c chunkenc.Chunk) error {
-	if c.Encoding() == encAggr {
-		return nil
-	}
-	return p.Pool.Put(c)
-}
+// Downsampled blocks, as Thanos's compactor writes them, hold one
+// aggregate chunk (downsample.AggrChunk) per series and time window; the
+// blocks are opened with downsample.NewPool, and the queriers below turn
+// the aggregates into samples.
 
 // readMode is how samples are made from the aggregates of a downsampled
 // block for a query.
@@ -270,13 +149,13 @@ func bound(it chunkenc.Iterator, mint, maxt int64) chunkenc.Iterator {
 // chunk lacks the aggregate. In counter mode it returns the counter
 // aggregate as stored, for counterChunk.
 func chunkIterator(c chunkenc.Chunk, mode readMode) (chunkenc.Iterator, error) {
-	ac, ok := c.(*aggrChunk)
+	ac, ok := c.(*downsample.AggrChunk)
 	if !ok {
 		return c.Iterator(nil), nil
 	}
-	one := func(a aggr) (chunkenc.Iterator, error) {
-		sub, err := ac.get(a)
-		if errors.Is(err, errAggrAbsent) {
+	one := func(a downsample.AggrType) (chunkenc.Iterator, error) {
+		sub, err := ac.Get(a)
+		if errors.Is(err, downsample.ErrAggrNotExist) {
 			return nil, nil
 		}
 		if err != nil {
@@ -286,21 +165,21 @@ func chunkIterator(c chunkenc.Chunk, mode readMode) (chunkenc.Iterator, error) {
 	}
 	switch mode {
 	case readCount:
-		return one(aggrCount)
+		return one(downsample.AggrCount)
 	case readSum:
-		return one(aggrSum)
+		return one(downsample.AggrSum)
 	case readMin:
-		return one(aggrMin)
+		return one(downsample.AggrMin)
 	case readMax:
-		return one(aggrMax)
+		return one(downsample.AggrMax)
 	case readCounter:
-		return one(aggrCounter)
+		return one(downsample.AggrCounter)
 	}
-	cnt, err := one(aggrCount)
+	cnt, err := one(downsample.AggrCount)
 	if err != nil || cnt == nil {
 		return nil, err
 	}
-	sum, err := one(aggrSum)
+	sum, err := one(downsample.AggrSum)
 	if err != nil || sum == nil {
 		return nil, err
 	}
@@ -349,55 +228,27 @@ func avgChunk(cnt, sum chunkenc.Iterator) (chunkenc.Chunk, error) {
 }
 
 // counterChunk turns the counter aggregates of consecutive chunks (or
-// raw counter samples) into one monotonic counter, as Thanos's
-// ApplyCounterResetsSeriesIterator does: a value lower than the one
-// before is a reset, and the total goes on from it. A sample at the same
-// timestamp as the one before is the last raw value of a chunk; it is not
-// returned but becomes the value the next chunk's first sample is
-// compared with. NaNs (stale markers) are dropped. Counter resets are
-// thereby hidden, so resets() over downsampled data is 0, as in Thanos.
+// raw counter samples) into one monotonic counter with
+// downsample.ApplyCounterResetsIterator: a value lower than the one before
+// is a reset, and the total goes on from it. NaNs (stale markers) are
+// dropped. Counter resets are thereby hidden, so resets() over downsampled
+// data is 0, as in Thanos. Only float samples are supported.
 func counterChunk(its []chunkenc.Iterator) (chunkenc.Chunk, error) {
 	c := chunkenc.NewXORChunk()
 	app, err := c.Appender()
 	if err != nil {
 		return nil, err
 	}
-	var (
-		n            int
-		lastT        int64
-		lastV, total float64
-	)
-	for _, it := range its {
-		for vt := it.Next(); vt != chunkenc.ValNone; vt = it.Next() {
-			if vt != chunkenc.ValFloat {
-				return nil, fmt.Errorf("counter aggregate holds %s samples; only floats are supported", vt)
-			}
-			t, v := it.At()
-			if math.IsNaN(v) {
-				continue
-			}
-			switch {
-			case n == 0:
-				total = v
-			case t > lastT:
-				if v >= lastV {
-					total += v - lastV
-				} else {
-					total += v
-				}
-			case t == lastT:
-				lastV = v
-				continue
-			default:
-				continue // Back in time.
-			}
-			n++
-			lastT, lastV = t, v
-			app.Append(0, t, total)
+	it := downsample.NewApplyCounterResetsIterator(its...)
+	for vt := it.Next(); vt != chunkenc.ValNone; vt = it.Next() {
+		if vt != chunkenc.ValFloat {
+			return nil, fmt.Errorf("counter aggregate holds %s samples; only floats are supported", vt)
 		}
-		if err := it.Err(); err != nil {
-			return nil, err
-		}
+		t, v := it.At()
+		app.Append(0, t, v)
+	}
+	if err := it.Err(); err != nil {
+		return nil, err
 	}
 	return c, nil
 }

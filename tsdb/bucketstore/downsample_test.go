@@ -2,7 +2,6 @@ package bucketstore
 
 import (
 	"context"
-	"errors"
 	"math"
 	"slices"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"github.com/thanos-io/objstore"
 
 	"github.com/meshlens/meshlens/tsdb/block"
+	"github.com/meshlens/meshlens/tsdb/block/downsample"
 )
 
 func TestSelectParts(t *testing.T) {
@@ -268,57 +268,16 @@ func TestAggregatesOfOneSeries(t *testing.T) {
 	}
 }
 
-func TestAggrChunkGet(t *testing.T) {
+// A chunk without count or sum gives no average.
+func TestAverageWithoutCount(t *testing.T) {
 	x := chunkenc.NewXORChunk()
 	app, _ := x.Appender()
 	app.Append(0, 1, 2)
-	c := encodeAggrChunk([numAggrs]chunkenc.Chunk{nil, x, nil, nil, nil})
-	if _, err := c.get(aggrCount); !errors.Is(err, errAggrAbsent) {
-		t.Errorf("absent count: %v", err)
-	}
-	sub, err := c.get(aggrSum)
-	if err != nil || sub.NumSamples() != 1 {
-		t.Errorf("sum: %v", err)
-	}
-	if _, err := c.get(aggrCounter); !errors.Is(err, errAggrAbsent) {
-		t.Errorf("absent counter: %v", err)
-	}
-	// A chunk without count or sum gives no average.
+	c := downsample.EncodeAggrChunk([5]chunkenc.Chunk{nil, x, nil, nil, nil})
 	it, err := chunkIterator(c, readAvg)
 	if err != nil || it != nil {
 		t.Errorf("average without count: %v %v", it, err)
 	}
-	truncated := (*c)[:len(*c)-5]
-	if _, err := truncated.get(aggrSum); err == nil {
-		t.Error("truncated chunk decoded")
-	}
-	if c.Iterator(nil).Next() != chunkenc.ValNone || c.Iterator(nil).Err() == nil {
-		t.Error("iterating an aggregate chunk without an aggregate did not fail")
-	}
-}
-
-func FuzzAggrChunk(f *testing.F) {
-	x := chunkenc.NewXORChunk()
-	app, _ := x.Appender()
-	for i := range 10 {
-		app.Append(0, int64(i)*1000, float64(i))
-	}
-	f.Add([]byte(*encodeAggrChunk([numAggrs]chunkenc.Chunk{x, x, nil, x, x})))
-	f.Add([]byte{0, 0, 0, 0, 0})
-	f.Add([]byte{0xff, 0xff, 0xff})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		c := aggrChunk(b)
-		_ = c.NumSamples()
-		for a := range numAggrs {
-			sub, err := c.get(a)
-			if err != nil || sub.Encoding() != chunkenc.EncXOR {
-				continue
-			}
-			it := sub.Iterator(nil)
-			for n := 0; n < 1000 && it.Next() != chunkenc.ValNone; n++ {
-			}
-		}
-	})
 }
 
 // windowAverages returns, for the test series, the average of each 5m
@@ -423,7 +382,7 @@ func TestDownsampledBlocks(t *testing.T) {
 		it := ss.At().Iterator(nil)
 		for it.Next() {
 			n += it.At().Chunk.NumSamples()
-			if enc := it.At().Chunk.Encoding(); enc == encAggr {
+			if enc := it.At().Chunk.Encoding(); enc == downsample.ChunkEncAggr {
 				t.Fatal("chunk querier returned an aggregate chunk")
 			}
 		}
@@ -438,7 +397,7 @@ func TestDownsampledBlocks(t *testing.T) {
 func TestOpenDownsampledBlock(t *testing.T) {
 	raw := makeRawDB(t, 2)
 	dir := writeDownsampledBlock(t, t.TempDir(), raw.data, base, base+hourMs, block.Resolution5m)
-	b, err := promtsdb.OpenBlock(discard, dir, newChunkPool(), nil)
+	b, err := promtsdb.OpenBlock(discard, dir, downsample.NewPool(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -453,7 +412,7 @@ func TestOpenDownsampledBlock(t *testing.T) {
 	for ss.Next() {
 		it := ss.At().Iterator(nil)
 		for it.Next() {
-			if _, ok := it.At().Chunk.(*aggrChunk); !ok {
+			if _, ok := it.At().Chunk.(*downsample.AggrChunk); !ok {
 				t.Fatalf("chunk is %T", it.At().Chunk)
 			}
 			n++

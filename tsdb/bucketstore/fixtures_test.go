@@ -3,7 +3,6 @@ package bucketstore
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -28,6 +27,7 @@ import (
 	"github.com/thanos-io/objstore"
 
 	"github.com/meshlens/meshlens/tsdb/block"
+	"github.com/meshlens/meshlens/tsdb/block/downsample"
 )
 
 var discard = slog.New(slog.DiscardHandler)
@@ -335,23 +335,6 @@ func cachedBlocks(t *testing.T, dir string) []ulid.ULID {
 	return ids
 }
 
-// encodeAggrChunk encodes the aggregate chunks of chks (count, sum, min,
-// max, counter; nil for absent) as Thanos's EncodeAggrChunk does.
-func encodeAggrChunk(chks [numAggrs]chunkenc.Chunk) *aggrChunk {
-	var b []byte
-	for _, c := range chks {
-		if c == nil {
-			b = binary.AppendUvarint(b, 0)
-			continue
-		}
-		b = binary.AppendUvarint(b, uint64(len(c.Bytes())))
-		b = append(b, byte(c.Encoding()))
-		b = append(b, c.Bytes()...)
-	}
-	c := aggrChunk(b)
-	return &c
-}
-
 // downsampleRaw makes one aggregate chunk of the samples ss at resolution
 // res, as Thanos's downsampleRawLoop does for one batch: per window
 // count, sum, min, max and the counter with resets removed, stamped with
@@ -359,15 +342,15 @@ func encodeAggrChunk(chks [numAggrs]chunkenc.Chunk) *aggrChunk {
 // time), and the counter framed by the first and last raw values.
 func downsampleRaw(ss []sample, res int64) chunks.Meta {
 	var (
-		xs   [numAggrs]chunkenc.Chunk
-		apps [numAggrs]chunkenc.Appender
+		xs   [5]chunkenc.Chunk
+		apps [5]chunkenc.Appender
 	)
 	for i := range xs {
 		xs[i] = chunkenc.NewXORChunk()
 		apps[i], _ = xs[i].Appender()
 	}
 	lastT := ss[len(ss)-1].t
-	apps[aggrCounter].Append(0, ss[0].t, ss[0].v)
+	apps[downsample.AggrCounter].Append(0, ss[0].t, ss[0].v)
 	var (
 		cnt                  int
 		sum, mn, mx, counter float64
@@ -376,11 +359,11 @@ func downsampleRaw(ss []sample, res int64) chunks.Meta {
 		windowEnd            = int64(-1)
 	)
 	flush := func() {
-		apps[aggrCount].Append(0, windowEnd, float64(cnt))
-		apps[aggrSum].Append(0, windowEnd, sum)
-		apps[aggrMin].Append(0, windowEnd, mn)
-		apps[aggrMax].Append(0, windowEnd, mx)
-		apps[aggrCounter].Append(0, windowEnd, counter)
+		apps[downsample.AggrCount].Append(0, windowEnd, float64(cnt))
+		apps[downsample.AggrSum].Append(0, windowEnd, sum)
+		apps[downsample.AggrMin].Append(0, windowEnd, mn)
+		apps[downsample.AggrMax].Append(0, windowEnd, mx)
+		apps[downsample.AggrCounter].Append(0, windowEnd, counter)
 	}
 	for _, s := range ss {
 		if s.t > windowEnd {
@@ -405,8 +388,8 @@ func downsampleRaw(ss []sample, res int64) chunks.Meta {
 		mn, mx = min(mn, s.v), max(mx, s.v)
 	}
 	flush()
-	apps[aggrCounter].Append(0, windowEnd, ss[len(ss)-1].v)
-	return chunks.Meta{MinTime: ss[0].t, MaxTime: windowEnd, Chunk: encodeAggrChunk(xs)}
+	apps[downsample.AggrCounter].Append(0, windowEnd, ss[len(ss)-1].v)
+	return chunks.Meta{MinTime: ss[0].t, MaxTime: windowEnd, Chunk: downsample.EncodeAggrChunk(xs)}
 }
 
 // writeDownsampledBlock writes a block of resolution res over

@@ -41,9 +41,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/prometheus/storage"
 	promtsdb "github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/thanos-io/objstore"
 
 	"github.com/meshlens/meshlens/tsdb/block"
+	"github.com/meshlens/meshlens/tsdb/block/downsample"
 )
 
 // Defaults of Options.
@@ -108,7 +110,7 @@ type Store struct {
 	externalLabels bool
 	rawOnly        bool
 	logger         *slog.Logger
-	pool           chunkPool
+	pool           chunkenc.Pool
 	metrics        metrics
 
 	syncMu sync.Mutex // Serialises Sync.
@@ -148,7 +150,7 @@ func New(o Options) (*Store, error) {
 		externalLabels: o.ExternalLabels,
 		rawOnly:        o.RawOnly,
 		logger:         o.Logger,
-		pool:           newChunkPool(),
+		pool:           downsample.NewPool(),
 		metas:          map[ulid.ULID]*block.Meta{},
 		entries:        map[ulid.ULID]*entry{},
 		lru:            list.New(),

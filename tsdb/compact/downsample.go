@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/oklog/ulid/v2"
-	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/storage"
@@ -20,6 +19,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb/index"
 
 	"github.com/meshlens/meshlens/tsdb/block"
+	"github.com/meshlens/meshlens/tsdb/block/downsample"
 )
 
 // The block ranges from which Thanos downsamples: a raw block spanning at
@@ -29,10 +29,6 @@ const (
 	DefaultFiveMinutesAfter = 40 * time.Hour
 	DefaultOneHourAfter     = 10 * 24 * time.Hour
 )
-
-// millis is a timestamp in milliseconds. Seek methods take it so that
-// vet does not mistake them for io.Seeker's.
-type millis = int64
 
 // sample is one float sample.
 type sample struct {
@@ -48,7 +44,7 @@ type sample struct {
 // recognised as b's downsampled copy.
 //
 // meta must carry external labels, as Thanos requires of every block. b
-// must be opened with NewPool if it is downsampled already. Raw float
+// must be opened with downsample.NewPool if it is downsampled already. Raw float
 // series are aggregated per window of res into AggrChunks of count, sum,
 // min, max and counter; 5m aggregates are aggregated again along their
 // chunk boundaries. Native histogram samples are left out: Thanos would
@@ -95,7 +91,7 @@ func Downsample(ctx context.Context, meta *block.Meta, b promtsdb.BlockReader, d
 		chks    []chunks.Meta
 		all     []sample
 		out     []chunks.Meta
-		aggrs   []*AggrChunk
+		aggrs   []*downsample.AggrChunk
 		it      chunkenc.Iterator
 	)
 	for postings.Next() {
@@ -145,7 +141,7 @@ func Downsample(ctx context.Context, meta *block.Meta, b promtsdb.BlockReader, d
 				seen       bool
 			)
 			for _, c := range chks {
-				ac, ok := c.Chunk.(*AggrChunk)
+				ac, ok := c.Chunk.(*downsample.AggrChunk)
 				if !ok {
 					// Thanos's downsampled blocks may hold plain chunks
 					// (thanos-io/thanos#5272): empty ones are dropped, others
@@ -159,7 +155,7 @@ func Downsample(ctx context.Context, meta *block.Meta, b promtsdb.BlockReader, d
 						return id, fmt.Errorf("series %s: %w", lset, err)
 					}
 					for _, m := range downsampleRaw(all, block.Resolution5m) {
-						aggrs = append(aggrs, m.Chunk.(*AggrChunk))
+						aggrs = append(aggrs, m.Chunk.(*downsample.AggrChunk))
 					}
 				} else {
 					if isHistogramAggr(*ac) {
@@ -225,8 +221,8 @@ func isHistogramEncoding(e chunkenc.Encoding) bool {
 
 // isHistogramAggr reports whether c holds native histogram aggregates, as
 // Thanos writes them: its counter is a histogram chunk.
-func isHistogramAggr(c AggrChunk) bool {
-	cntr, err := c.Get(AggrCounter)
+func isHistogramAggr(c downsample.AggrChunk) bool {
+	cntr, err := c.Get(downsample.AggrCounter)
 	return err == nil && isHistogramEncoding(cntr.Encoding())
 }
 
@@ -306,7 +302,7 @@ func downsampleRaw(data []sample, res int64) []chunks.Meta {
 }
 
 // downsampleRawLoop cuts data into about numChunks batches, each ending
-// with a whole window, and aggregates each into one AggrChunk.
+// with a whole window, and aggregates each into one downsample.AggrChunk.
 func downsampleRawLoop(data []sample, res int64, numChunks int) []chunks.Meta {
 	batchSize := len(data)/numChunks + 1
 	out := make([]chunks.Meta, 0, numChunks)
@@ -336,11 +332,11 @@ func downsampleRawLoop(data []sample, res int64, numChunks int) []chunks.Meta {
 func downsampleFloatBatch(batch []sample, res int64) chunks.Meta {
 	ab := newAggrChunkBuilder()
 	// The first raw value opens the counter; see
-	// NewApplyCounterResetsIterator.
-	ab.apps[AggrCounter].Append(0, batch[0].t, batch[0].v)
+	// downsample.NewApplyCounterResetsIterator.
+	ab.apps[downsample.AggrCounter].Append(0, batch[0].t, batch[0].v)
 	lastT := downsampleBatch(batch, res, ab.add)
 	// The last raw value closes it, at the timestamp of the last window.
-	ab.apps[AggrCounter].Append(0, lastT, batch[len(batch)-1].v)
+	ab.apps[downsample.AggrCounter].Append(0, lastT, batch[len(batch)-1].v)
 	return ab.encode()
 }
 
@@ -445,7 +441,7 @@ func downsampleBatch(data []sample, res int64, add func(int64, *aggregator)) int
 	return nextT
 }
 
-// aggrChunkBuilder builds the sub-chunks of one AggrChunk.
+// aggrChunkBuilder builds the sub-chunks of one downsample.AggrChunk.
 type aggrChunkBuilder struct {
 	mint, maxt int64
 	chunks     [5]chunkenc.Chunk
@@ -464,20 +460,20 @@ func newAggrChunkBuilder() *aggrChunkBuilder {
 func (b *aggrChunkBuilder) add(t int64, a *aggregator) {
 	b.mint = min(b.mint, t)
 	b.maxt = max(b.maxt, t)
-	b.apps[AggrSum].Append(0, t, a.sum)
-	b.apps[AggrMin].Append(0, t, a.min)
-	b.apps[AggrMax].Append(0, t, a.max)
-	b.apps[AggrCount].Append(0, t, float64(a.count))
-	b.apps[AggrCounter].Append(0, t, a.counter)
+	b.apps[downsample.AggrSum].Append(0, t, a.sum)
+	b.apps[downsample.AggrMin].Append(0, t, a.min)
+	b.apps[downsample.AggrMax].Append(0, t, a.max)
+	b.apps[downsample.AggrCount].Append(0, t, float64(a.count))
+	b.apps[downsample.AggrCounter].Append(0, t, a.counter)
 }
 
 func (b *aggrChunkBuilder) encode() chunks.Meta {
-	return chunks.Meta{MinTime: b.mint, MaxTime: b.maxt, Chunk: EncodeAggrChunk(b.chunks)}
+	return chunks.Meta{MinTime: b.mint, MaxTime: b.maxt, Chunk: downsample.EncodeAggrChunk(b.chunks)}
 }
 
 // downsampleAggr aggregates the AggrChunks chks of resolution inRes,
 // spanning [mint, maxt], to resolution outRes.
-func downsampleAggr(chks []*AggrChunk, buf *[]sample, mint, maxt, inRes, outRes int64) ([]chunks.Meta, error) {
+func downsampleAggr(chks []*downsample.AggrChunk, buf *[]sample, mint, maxt, inRes, outRes int64) ([]chunks.Meta, error) {
 	var numSamples int
 	for _, c := range chks {
 		numSamples += c.NumSamples()
@@ -486,8 +482,8 @@ func downsampleAggr(chks []*AggrChunk, buf *[]sample, mint, maxt, inRes, outRes 
 }
 
 // downsampleAggrLoop aggregates chks in about numChunks batches of whole
-// chunks into one AggrChunk each.
-func downsampleAggrLoop(chks []*AggrChunk, buf *[]sample, res int64, numChunks int) ([]chunks.Meta, error) {
+// chunks into one downsample.AggrChunk each.
+func downsampleAggrLoop(chks []*downsample.AggrChunk, buf *[]sample, res int64, numChunks int) ([]chunks.Meta, error) {
 	// Aggregate only along the input chunks' boundaries: a chunk's first
 	// and last counter samples are true raw values and must survive every
 	// round of downsampling.
@@ -509,18 +505,18 @@ func downsampleAggrLoop(chks []*AggrChunk, buf *[]sample, res int64, numChunks i
 	return out, nil
 }
 
-func downsampleAggrBatch(chks []*AggrChunk, buf *[]sample, res int64) (chunks.Meta, error) {
+func downsampleAggrBatch(chks []*downsample.AggrChunk, buf *[]sample, res int64) (chunks.Meta, error) {
 	ab := &aggrChunkBuilder{}
 	mint, maxt := int64(math.MaxInt64), int64(math.MinInt64)
 	var it chunkenc.Iterator
 
 	// do aggregates count, sum, min and max: the value f picks from each
 	// window's aggregator.
-	do := func(at AggrType, f func(a *aggregator) float64) error {
+	do := func(at downsample.AggrType, f func(a *aggregator) float64) error {
 		*buf = (*buf)[:0]
 		for _, chk := range chks {
 			c, err := chk.Get(at)
-			if errors.Is(err, ErrAggrNotExist) {
+			if errors.Is(err, downsample.ErrAggrNotExist) {
 				continue
 			}
 			if err != nil {
@@ -543,24 +539,24 @@ func downsampleAggrBatch(chks []*AggrChunk, buf *[]sample, res int64) (chunks.Me
 		return nil
 	}
 	// The count of a window is the sum of the counts of its sub-windows.
-	if err := do(AggrCount, func(a *aggregator) float64 { return a.sum }); err != nil {
+	if err := do(downsample.AggrCount, func(a *aggregator) float64 { return a.sum }); err != nil {
 		return chunks.Meta{}, err
 	}
-	if err := do(AggrSum, func(a *aggregator) float64 { return a.sum }); err != nil {
+	if err := do(downsample.AggrSum, func(a *aggregator) float64 { return a.sum }); err != nil {
 		return chunks.Meta{}, err
 	}
-	if err := do(AggrMin, func(a *aggregator) float64 { return a.min }); err != nil {
+	if err := do(downsample.AggrMin, func(a *aggregator) float64 { return a.min }); err != nil {
 		return chunks.Meta{}, err
 	}
-	if err := do(AggrMax, func(a *aggregator) float64 { return a.max }); err != nil {
+	if err := do(downsample.AggrMax, func(a *aggregator) float64 { return a.max }); err != nil {
 		return chunks.Meta{}, err
 	}
 
 	// The counter: remove the resets across all chunks, then aggregate.
 	var its []chunkenc.Iterator
 	for _, chk := range chks {
-		c, err := chk.Get(AggrCounter)
-		if errors.Is(err, ErrAggrNotExist) {
+		c, err := chk.Get(downsample.AggrCounter)
+		if errors.Is(err, downsample.ErrAggrNotExist) {
 			continue
 		}
 		if err != nil {
@@ -569,19 +565,19 @@ func downsampleAggrBatch(chks []*AggrChunk, buf *[]sample, res int64) (chunks.Me
 		its = append(its, c.Iterator(nil))
 	}
 	*buf = (*buf)[:0]
-	cit := NewApplyCounterResetsIterator(its...)
+	cit := downsample.NewApplyCounterResetsIterator(its...)
 	if err := expandFloats(cit, buf); err != nil {
 		return chunks.Meta{}, err
 	}
 	if len(*buf) > 0 {
-		ab.chunks[AggrCounter] = chunkenc.NewXORChunk()
-		ab.apps[AggrCounter], _ = ab.chunks[AggrCounter].Appender()
-		ab.apps[AggrCounter].Append(0, (*buf)[0].t, (*buf)[0].v)
+		ab.chunks[downsample.AggrCounter] = chunkenc.NewXORChunk()
+		ab.apps[downsample.AggrCounter], _ = ab.chunks[downsample.AggrCounter].Appender()
+		ab.apps[downsample.AggrCounter].Append(0, (*buf)[0].t, (*buf)[0].v)
 		lastT := downsampleBatch(*buf, res, func(t int64, a *aggregator) {
 			mint, maxt = min(mint, t), max(maxt, t)
-			ab.apps[AggrCounter].Append(0, t, a.counter)
+			ab.apps[downsample.AggrCounter].Append(0, t, a.counter)
 		})
-		ab.apps[AggrCounter].Append(0, lastT, cit.lastV)
+		ab.apps[downsample.AggrCounter].Append(0, lastT, cit.LastRaw())
 	}
 	ab.mint, ab.maxt = mint, maxt
 	return ab.encode(), nil
@@ -608,188 +604,4 @@ func expandFloats(it chunkenc.Iterator, buf *[]sample) error {
 		}
 	}
 	return it.Err()
-}
-
-// ApplyCounterResetsIterator iterates over the counter aggregates of
-// consecutive AggrChunks (or raw counter chunks) and yields a counter that
-// never decreases: what PromQL's rate and increase need. It is Thanos's
-// downsample.ApplyCounterResetsSeriesIterator.
-//
-// Every counter sub-chunk starts with the first raw value of its data and
-// ends with a sample that repeats the previous timestamp with the last raw
-// value; comparing that value with the next chunk's first one finds a
-// reset between chunks. The repeated sample itself is not yielded.
-// Overlapping chunks are cut so that time never goes back. Resets are
-// hidden from PromQL, so its resets() does not work on the result.
-type ApplyCounterResetsIterator struct {
-	chks    []chunkenc.Iterator
-	i       int
-	total   int
-	started bool // A value was yielded.
-	lastT   int64
-	lastV   float64 // Last raw value seen.
-	totalV  float64 // Counter with resets removed.
-	lastTyp chunkenc.ValueType
-}
-
-// NewApplyCounterResetsIterator returns an iterator over chks in order.
-func NewApplyCounterResetsIterator(chks ...chunkenc.Iterator) *ApplyCounterResetsIterator {
-	return &ApplyCounterResetsIterator{chks: chks}
-}
-
-// Next implements chunkenc.Iterator.
-func (it *ApplyCounterResetsIterator) Next() chunkenc.ValueType {
-	for {
-		if it.i >= len(it.chks) {
-			return chunkenc.ValNone
-		}
-		it.lastTyp = it.chks[it.i].Next()
-		if it.lastTyp == chunkenc.ValNone {
-			it.i++
-			// Iterators are ordered but may overlap: go on past lastT.
-			return it.Seek(it.lastT + 1)
-		}
-		if it.lastTyp != chunkenc.ValFloat {
-			// Resets of histograms are not handled.
-			it.lastT = it.chks[it.i].AtT()
-			it.started = true
-			return it.lastTyp
-		}
-		t, v := it.chks[it.i].At()
-		if math.IsNaN(v) {
-			continue
-		}
-		it.started = true
-		if it.total == 0 {
-			it.total++
-			it.lastT, it.lastV = t, v
-			it.totalV = v
-			return chunkenc.ValFloat
-		}
-		if t > it.lastT {
-			if v >= it.lastV {
-				it.totalV += v - it.lastV
-			} else {
-				it.totalV += v
-			}
-			it.lastT, it.lastV = t, v
-			it.total++
-			return chunkenc.ValFloat
-		}
-		// The repeated timestamp carries the true last raw value, against
-		// which the next chunk's first value is compared.
-		if t == it.lastT {
-			it.lastV = v
-		}
-	}
-}
-
-// Seek implements chunkenc.Iterator. It calls Next rather than the
-// chunks' Seek, not to miss resets.
-func (it *ApplyCounterResetsIterator) Seek(t millis) chunkenc.ValueType {
-	for {
-		if it.started && it.lastT >= t {
-			return it.lastTyp
-		}
-		if it.Next() == chunkenc.ValNone {
-			return chunkenc.ValNone
-		}
-	}
-}
-
-// At implements chunkenc.Iterator.
-func (it *ApplyCounterResetsIterator) At() (int64, float64) { return it.lastT, it.totalV }
-
-// AtHistogram implements chunkenc.Iterator.
-func (it *ApplyCounterResetsIterator) AtHistogram(h *histogram.Histogram) (int64, *histogram.Histogram) {
-	return it.chks[it.i].AtHistogram(h)
-}
-
-// AtFloatHistogram implements chunkenc.Iterator.
-func (it *ApplyCounterResetsIterator) AtFloatHistogram(fh *histogram.FloatHistogram) (int64, *histogram.FloatHistogram) {
-	return it.chks[it.i].AtFloatHistogram(fh)
-}
-
-// AtT implements chunkenc.Iterator.
-func (it *ApplyCounterResetsIterator) AtT() int64 { return it.lastT }
-
-// AtST implements chunkenc.Iterator; there are no start timestamps.
-func (it *ApplyCounterResetsIterator) AtST() int64 { return 0 }
-
-// Err implements chunkenc.Iterator.
-func (it *ApplyCounterResetsIterator) Err() error {
-	if it.i >= len(it.chks) {
-		return nil
-	}
-	return it.chks[it.i].Err()
-}
-
-// AverageChunkIterator yields sum/count of aligned sum and count
-// aggregates (Thanos's downsample.AverageChunkIterator), for
-// avg_over_time over downsampled data. Seek is not supported.
-type AverageChunkIterator struct {
-	cntIt, sumIt chunkenc.Iterator
-	t            int64
-	v            float64
-	err          error
-}
-
-// NewAverageChunkIterator returns the average of the aggregates cnt and
-// sum.
-func NewAverageChunkIterator(cnt, sum chunkenc.Iterator) *AverageChunkIterator {
-	return &AverageChunkIterator{cntIt: cnt, sumIt: sum}
-}
-
-// Next implements chunkenc.Iterator.
-func (it *AverageChunkIterator) Next() chunkenc.ValueType {
-	ct, st := it.cntIt.Next(), it.sumIt.Next()
-	if (ct == chunkenc.ValNone) != (st == chunkenc.ValNone) {
-		it.err = errors.New("sum and count iterator not aligned")
-		return chunkenc.ValNone
-	}
-	if ct == chunkenc.ValNone {
-		return chunkenc.ValNone
-	}
-	if ct != chunkenc.ValFloat || st != chunkenc.ValFloat {
-		it.err = errors.New("average of histogram aggregates is not supported")
-		return chunkenc.ValNone
-	}
-	cntT, cntV := it.cntIt.At()
-	sumT, sumV := it.sumIt.At()
-	if cntT != sumT {
-		it.err = errors.New("sum and count timestamps not aligned")
-		return chunkenc.ValNone
-	}
-	it.t, it.v = cntT, sumV/cntV
-	return chunkenc.ValFloat
-}
-
-// Seek implements chunkenc.Iterator; it fails.
-func (it *AverageChunkIterator) Seek(millis) chunkenc.ValueType {
-	it.err = errors.New("seek used, but not implemented")
-	return chunkenc.ValNone
-}
-
-// At implements chunkenc.Iterator.
-func (it *AverageChunkIterator) At() (int64, float64) { return it.t, it.v }
-
-// AtHistogram implements chunkenc.Iterator; there are no histograms.
-func (it *AverageChunkIterator) AtHistogram(*histogram.Histogram) (int64, *histogram.Histogram) {
-	return it.t, nil
-}
-
-// AtFloatHistogram implements chunkenc.Iterator; there are no histograms.
-func (it *AverageChunkIterator) AtFloatHistogram(*histogram.FloatHistogram) (int64, *histogram.FloatHistogram) {
-	return it.t, nil
-}
-
-// AtT implements chunkenc.Iterator.
-func (it *AverageChunkIterator) AtT() int64 { return it.t }
-
-// AtST implements chunkenc.Iterator.
-func (it *AverageChunkIterator) AtST() int64 { return 0 }
-
-// Err implements chunkenc.Iterator.
-func (it *AverageChunkIterator) Err() error {
-	return errors.Join(it.cntIt.Err(), it.sumIt.Err(), it.err)
 }

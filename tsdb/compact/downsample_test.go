@@ -2,7 +2,6 @@ package compact
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -26,6 +25,7 @@ import (
 	"github.com/thanos-io/objstore"
 
 	"github.com/meshlens/meshlens/tsdb/block"
+	"github.com/meshlens/meshlens/tsdb/block/downsample"
 )
 
 func xorChunk(t *testing.T, ss []sample) chunkenc.Chunk {
@@ -41,66 +41,13 @@ func xorChunk(t *testing.T, ss []sample) chunkenc.Chunk {
 	return c
 }
 
-func TestAggrChunkLayout(t *testing.T) {
-	count := xorChunk(t, []sample{{99, 4}, {199, 3}})
-	counter := xorChunk(t, []sample{{20, 1}, {99, 4}, {199, 13}, {199, 1}})
-	ac := EncodeAggrChunk([5]chunkenc.Chunk{count, nil, nil, nil, counter})
-
-	// Thanos's layout: per aggregate a uvarint length, then the encoding
-	// byte and the data; length 0 for an absent aggregate.
-	var want []byte
-	want = binary.AppendUvarint(want, uint64(len(count.Bytes())))
-	want = append(want, byte(chunkenc.EncXOR))
-	want = append(want, count.Bytes()...)
-	want = append(want, 0, 0, 0)
-	want = binary.AppendUvarint(want, uint64(len(counter.Bytes())))
-	want = append(want, byte(chunkenc.EncXOR))
-	want = append(want, counter.Bytes()...)
-	if !slices.Equal(ac.Bytes(), want) {
-		t.Fatalf("encoded %x, want %x", ac.Bytes(), want)
-	}
-	if ac.Encoding() != 0xff || ac.NumSamples() != 2 {
-		t.Errorf("encoding %d, samples %d", ac.Encoding(), ac.NumSamples())
-	}
-	for _, at := range []AggrType{AggrSum, AggrMin, AggrMax} {
-		if _, err := ac.Get(at); !errors.Is(err, ErrAggrNotExist) {
-			t.Errorf("Get(%s): %v", at, err)
-		}
-	}
-	got := aggrSamples(t, *ac)
-	if !slices.Equal(got[AggrCounter], []sample{{20, 1}, {99, 4}, {199, 13}, {199, 1}}) {
-		t.Errorf("counter %v", got[AggrCounter])
-	}
-	if _, err := AggrChunk([]byte{5, 1}).Get(AggrCount); err == nil {
-		t.Error("truncated chunk decoded")
-	}
-
-	// The pool hands out AggrChunks for 0xff and Prometheus's chunks
-	// otherwise.
-	p := NewPool()
-	c, err := p.Get(ChunkEncAggr, ac.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := c.(*AggrChunk); !ok || c.NumSamples() != 2 {
-		t.Errorf("pool returned %T", c)
-	}
-	if err := p.Put(c); err != nil {
-		t.Fatal(err)
-	}
-	x, err := p.Get(chunkenc.EncXOR, count.Bytes())
-	if err != nil || x.NumSamples() != 2 {
-		t.Fatalf("pool XOR chunk: %v", err)
-	}
-}
-
 // aggrSamples decodes every aggregate of c.
-func aggrSamples(t *testing.T, c AggrChunk) map[AggrType][]sample {
+func aggrSamples(t *testing.T, c downsample.AggrChunk) map[downsample.AggrType][]sample {
 	t.Helper()
-	out := map[AggrType][]sample{}
-	for at := AggrCount; at <= AggrCounter; at++ {
+	out := map[downsample.AggrType][]sample{}
+	for at := downsample.AggrCount; at <= downsample.AggrCounter; at++ {
 		sub, err := c.Get(at)
-		if errors.Is(err, ErrAggrNotExist) {
+		if errors.Is(err, downsample.ErrAggrNotExist) {
 			continue
 		}
 		if err != nil {
@@ -115,13 +62,13 @@ func aggrSamples(t *testing.T, c AggrChunk) map[AggrType][]sample {
 	return out
 }
 
-func encodeAggr(t *testing.T, m map[AggrType][]sample) *AggrChunk {
+func encodeAggr(t *testing.T, m map[downsample.AggrType][]sample) *downsample.AggrChunk {
 	t.Helper()
 	var chks [5]chunkenc.Chunk
 	for at, ss := range m {
 		chks[at] = xorChunk(t, ss)
 	}
-	return EncodeAggrChunk(chks)
+	return downsample.EncodeAggrChunk(chks)
 }
 
 var staleNaN = math.Float64frombits(value.StaleNaN)
@@ -134,18 +81,18 @@ func TestDownsampleLikeThanos(t *testing.T) {
 			name string
 			in   []sample
 			res  int64
-			want map[AggrType][]sample
+			want map[downsample.AggrType][]sample
 		}{
 			{
 				name: "single chunk",
 				in:   []sample{{20, 1}, {40, 2}, {60, 3}, {80, 1}, {100, 2}, {101, staleNaN}, {120, 5}, {180, 10}, {250, 1}},
 				res:  100,
-				want: map[AggrType][]sample{
-					AggrCount:   {{99, 4}, {199, 3}, {250, 1}},
-					AggrSum:     {{99, 7}, {199, 17}, {250, 1}},
-					AggrMin:     {{99, 1}, {199, 2}, {250, 1}},
-					AggrMax:     {{99, 3}, {199, 10}, {250, 1}},
-					AggrCounter: {{20, 1}, {99, 4}, {199, 13}, {250, 14}, {250, 1}},
+				want: map[downsample.AggrType][]sample{
+					downsample.AggrCount:   {{99, 4}, {199, 3}, {250, 1}},
+					downsample.AggrSum:     {{99, 7}, {199, 17}, {250, 1}},
+					downsample.AggrMin:     {{99, 1}, {199, 2}, {250, 1}},
+					downsample.AggrMax:     {{99, 3}, {199, 10}, {250, 1}},
+					downsample.AggrCounter: {{20, 1}, {99, 4}, {199, 13}, {250, 14}, {250, 1}},
 				},
 			},
 			{
@@ -156,12 +103,12 @@ func TestDownsampleLikeThanos(t *testing.T) {
 					{460, staleNaN}, {500, 10}, {540, 3},
 				},
 				res: 100,
-				want: map[AggrType][]sample{
-					AggrCount:   {{99, 4}, {199, 3}, {299, 2}, {399, 3}, {499, 1}, {540, 2}},
-					AggrSum:     {{99, 7}, {199, 17}, {299, 3}, {399, 50}, {499, 35}, {540, 13}},
-					AggrMin:     {{99, 1}, {199, 2}, {299, 1}, {399, 10}, {499, 35}, {540, 3}},
-					AggrMax:     {{99, 3}, {199, 10}, {299, 2}, {399, 25}, {499, 35}, {540, 10}},
-					AggrCounter: {{20, 1}, {99, 4}, {199, 13}, {299, 16}, {399, 40}, {499, 50}, {540, 63}, {540, 3}},
+				want: map[downsample.AggrType][]sample{
+					downsample.AggrCount:   {{99, 4}, {199, 3}, {299, 2}, {399, 3}, {499, 1}, {540, 2}},
+					downsample.AggrSum:     {{99, 7}, {199, 17}, {299, 3}, {399, 50}, {499, 35}, {540, 13}},
+					downsample.AggrMin:     {{99, 1}, {199, 2}, {299, 1}, {399, 10}, {499, 35}, {540, 3}},
+					downsample.AggrMax:     {{99, 3}, {199, 10}, {299, 2}, {399, 25}, {499, 35}, {540, 10}},
+					downsample.AggrCounter: {{20, 1}, {99, 4}, {199, 13}, {299, 16}, {399, 40}, {499, 50}, {540, 63}, {540, 3}},
 				},
 			},
 		} {
@@ -175,7 +122,7 @@ func TestDownsampleLikeThanos(t *testing.T) {
 				if len(out) != 1 {
 					t.Fatalf("%d chunks, want 1", len(out))
 				}
-				if got := aggrSamples(t, *out[0].Chunk.(*AggrChunk)); !equalAggr(got, tc.want) {
+				if got := aggrSamples(t, *out[0].Chunk.(*downsample.AggrChunk)); !equalAggr(got, tc.want) {
 					t.Errorf("got %v\nwant %v", got, tc.want)
 				}
 			})
@@ -183,23 +130,23 @@ func TestDownsampleLikeThanos(t *testing.T) {
 	})
 
 	t.Run("aggregates", func(t *testing.T) {
-		first := map[AggrType][]sample{
-			AggrCount: {{199, 5}, {299, 1}, {399, 10}, {400, 3}, {499, 10}, {699, 0}, {999, 100}},
-			AggrSum:   {{199, 5}, {299, 1}, {399, 10}, {400, 3}, {499, 10}, {699, 0}, {999, 100}},
-			AggrMin:   {{199, 5}, {299, 1}, {399, 10}, {400, -3}, {499, 10}, {699, 0}, {999, 100}},
-			AggrMax:   {{199, 5}, {299, 1}, {399, 10}, {400, -3}, {499, 10}, {699, 0}, {999, 100}},
-			AggrCounter: {
+		first := map[downsample.AggrType][]sample{
+			downsample.AggrCount: {{199, 5}, {299, 1}, {399, 10}, {400, 3}, {499, 10}, {699, 0}, {999, 100}},
+			downsample.AggrSum:   {{199, 5}, {299, 1}, {399, 10}, {400, 3}, {499, 10}, {699, 0}, {999, 100}},
+			downsample.AggrMin:   {{199, 5}, {299, 1}, {399, 10}, {400, -3}, {499, 10}, {699, 0}, {999, 100}},
+			downsample.AggrMax:   {{199, 5}, {299, 1}, {399, 10}, {400, -3}, {499, 10}, {699, 0}, {999, 100}},
+			downsample.AggrCounter: {
 				{99, 100}, {299, 150}, {499, 210}, {499, 10},
 				{599, 20}, {799, 50}, {999, 120}, {999, 50},
 				{1099, 40}, {1199, 80}, {1299, 110},
 			},
 		}
-		second := map[AggrType][]sample{
-			AggrCount: {{1399, 10}, {1400, 3}, {1499, 10}, {1699, 0}, {1999, 100}},
-			AggrSum:   {{1399, 10}, {1400, 3}, {1499, 10}, {1699, 0}, {1999, 100}},
-			AggrMin:   {{1399, 10}, {1400, -3}, {1499, 10}, {1699, 0}, {1999, 100}},
-			AggrMax:   {{1399, 10}, {1400, -3}, {1499, 10}, {1699, 0}, {1999, 100}},
-			AggrCounter: {
+		second := map[downsample.AggrType][]sample{
+			downsample.AggrCount: {{1399, 10}, {1400, 3}, {1499, 10}, {1699, 0}, {1999, 100}},
+			downsample.AggrSum:   {{1399, 10}, {1400, 3}, {1499, 10}, {1699, 0}, {1999, 100}},
+			downsample.AggrMin:   {{1399, 10}, {1400, -3}, {1499, 10}, {1699, 0}, {1999, 100}},
+			downsample.AggrMax:   {{1399, 10}, {1400, -3}, {1499, 10}, {1699, 0}, {1999, 100}},
+			downsample.AggrCounter: {
 				{1499, 210}, {1499, 10},
 				{1599, 20}, {1799, 50}, {1999, 120}, {1999, 50},
 				{2099, 40}, {2199, 80}, {2299, 110},
@@ -207,34 +154,34 @@ func TestDownsampleLikeThanos(t *testing.T) {
 		}
 		for _, tc := range []struct {
 			name string
-			in   []map[AggrType][]sample
-			want map[AggrType][]sample
+			in   []map[downsample.AggrType][]sample
+			want map[downsample.AggrType][]sample
 		}{
 			{
 				name: "single aggregated chunk",
-				in:   []map[AggrType][]sample{first},
-				want: map[AggrType][]sample{
-					AggrCount:   {{499, 29}, {999, 100}},
-					AggrSum:     {{499, 29}, {999, 100}},
-					AggrMin:     {{499, -3}, {999, 0}},
-					AggrMax:     {{499, 10}, {999, 100}},
-					AggrCounter: {{99, 100}, {499, 210}, {999, 320}, {1299, 430}, {1299, 110}},
+				in:   []map[downsample.AggrType][]sample{first},
+				want: map[downsample.AggrType][]sample{
+					downsample.AggrCount:   {{499, 29}, {999, 100}},
+					downsample.AggrSum:     {{499, 29}, {999, 100}},
+					downsample.AggrMin:     {{499, -3}, {999, 0}},
+					downsample.AggrMax:     {{499, 10}, {999, 100}},
+					downsample.AggrCounter: {{99, 100}, {499, 210}, {999, 320}, {1299, 430}, {1299, 110}},
 				},
 			},
 			{
 				name: "two aggregated chunks",
-				in:   []map[AggrType][]sample{first, second},
-				want: map[AggrType][]sample{
-					AggrCount:   {{499, 29}, {999, 100}, {1499, 23}, {1999, 100}},
-					AggrSum:     {{499, 29}, {999, 100}, {1499, 23}, {1999, 100}},
-					AggrMin:     {{499, -3}, {999, 0}, {1499, -3}, {1999, 0}},
-					AggrMax:     {{499, 10}, {999, 100}, {1499, 10}, {1999, 100}},
-					AggrCounter: {{99, 100}, {499, 210}, {999, 320}, {1499, 530}, {1999, 640}, {2299, 750}, {2299, 110}},
+				in:   []map[downsample.AggrType][]sample{first, second},
+				want: map[downsample.AggrType][]sample{
+					downsample.AggrCount:   {{499, 29}, {999, 100}, {1499, 23}, {1999, 100}},
+					downsample.AggrSum:     {{499, 29}, {999, 100}, {1499, 23}, {1999, 100}},
+					downsample.AggrMin:     {{499, -3}, {999, 0}, {1499, -3}, {1999, 0}},
+					downsample.AggrMax:     {{499, 10}, {999, 100}, {1499, 10}, {1999, 100}},
+					downsample.AggrCounter: {{99, 100}, {499, 210}, {999, 320}, {1499, 530}, {1999, 640}, {2299, 750}, {2299, 110}},
 				},
 			},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				var chks []*AggrChunk
+				var chks []*downsample.AggrChunk
 				mint, maxt := int64(math.MaxInt64), int64(math.MinInt64)
 				for _, m := range tc.in {
 					chks = append(chks, encodeAggr(t, m))
@@ -250,7 +197,7 @@ func TestDownsampleLikeThanos(t *testing.T) {
 				if len(out) != 1 {
 					t.Fatalf("%d chunks, want 1", len(out))
 				}
-				if got := aggrSamples(t, *out[0].Chunk.(*AggrChunk)); !equalAggr(got, tc.want) {
+				if got := aggrSamples(t, *out[0].Chunk.(*downsample.AggrChunk)); !equalAggr(got, tc.want) {
 					t.Errorf("got %v\nwant %v", got, tc.want)
 				}
 			})
@@ -269,9 +216,9 @@ func TestDownsampleLikeThanos(t *testing.T) {
 		if len(cm) != 4 {
 			t.Fatalf("%d chunks, want 4", len(cm))
 		}
-		var achks []*AggrChunk
+		var achks []*downsample.AggrChunk
 		for _, c := range cm {
-			achks = append(achks, c.Chunk.(*AggrChunk))
+			achks = append(achks, c.Chunk.(*downsample.AggrChunk))
 		}
 		if got, want := counterSamples(t, achks), []sample{
 			{10, 1}, {30, 5}, {30, 5}, {50, 1}, {70, 10}, {70, 10},
@@ -289,9 +236,9 @@ func TestDownsampleLikeThanos(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var aggr []*AggrChunk
+		var aggr []*downsample.AggrChunk
 		for _, c := range acm {
-			aggr = append(aggr, c.Chunk.(*AggrChunk))
+			aggr = append(aggr, c.Chunk.(*downsample.AggrChunk))
 		}
 		if got, want := counterSamples(t, aggr), []sample{
 			{10, 1}, {70, 15}, {70, 10}, {120, 1}, {180, 40}, {180, 40},
@@ -304,26 +251,26 @@ func TestDownsampleLikeThanos(t *testing.T) {
 	})
 }
 
-func counterSamples(t *testing.T, achks []*AggrChunk) []sample {
+func counterSamples(t *testing.T, achks []*downsample.AggrChunk) []sample {
 	var out []sample
 	for _, c := range achks {
-		out = append(out, aggrSamples(t, *c)[AggrCounter]...)
+		out = append(out, aggrSamples(t, *c)[downsample.AggrCounter]...)
 	}
 	return out
 }
 
-func counterIterate(t *testing.T, achks []*AggrChunk) []sample {
+func counterIterate(t *testing.T, achks []*downsample.AggrChunk) []sample {
 	t.Helper()
 	var its []chunkenc.Iterator
 	for _, c := range achks {
-		sub, err := c.Get(AggrCounter)
+		sub, err := c.Get(downsample.AggrCounter)
 		if err != nil {
 			t.Fatal(err)
 		}
 		its = append(its, sub.Iterator(nil))
 	}
 	var out []sample
-	it := NewApplyCounterResetsIterator(its...)
+	it := downsample.NewApplyCounterResetsIterator(its...)
 	for it.Next() != chunkenc.ValNone {
 		ts, v := it.At()
 		out = append(out, sample{ts, v})
@@ -334,7 +281,7 @@ func counterIterate(t *testing.T, achks []*AggrChunk) []sample {
 	return out
 }
 
-func equalAggr(a, b map[AggrType][]sample) bool {
+func equalAggr(a, b map[downsample.AggrType][]sample) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -418,7 +365,7 @@ func TestDownsampleBlocks(t *testing.T) {
 func checkAggregates(t *testing.T, dir string, res int64, raw map[string][]testSample, m *block.Meta) {
 	t.Helper()
 	ctx := context.Background()
-	b, err := promtsdb.OpenBlock(discard, dir, NewPool(), nil)
+	b, err := promtsdb.OpenBlock(discard, dir, downsample.NewPool(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -477,13 +424,13 @@ func checkAggregates(t *testing.T, dir string, res int64, raw map[string][]testS
 			if err != nil {
 				t.Fatal(err)
 			}
-			ac, ok := chk.(*AggrChunk)
+			ac, ok := chk.(*downsample.AggrChunk)
 			if !ok {
 				t.Fatalf("series %s: chunk of %T", key, chk)
 			}
 			total += uint64(ac.NumSamples())
 			as := aggrSamples(t, *ac)
-			for _, at := range []AggrType{AggrCount, AggrSum, AggrMin, AggrMax} {
+			for _, at := range []downsample.AggrType{downsample.AggrCount, downsample.AggrSum, downsample.AggrMin, downsample.AggrMax} {
 				for _, s := range as[at] {
 					w := s.t / res
 					a := got[w]
@@ -492,18 +439,18 @@ func checkAggregates(t *testing.T, dir string, res int64, raw map[string][]testS
 						got[w] = a
 					}
 					switch at {
-					case AggrCount:
+					case downsample.AggrCount:
 						a.count += s.v
-					case AggrSum:
+					case downsample.AggrSum:
 						a.sum += s.v
-					case AggrMin:
+					case downsample.AggrMin:
 						a.min = min(a.min, s.v)
-					case AggrMax:
+					case downsample.AggrMax:
 						a.max = max(a.max, s.v)
 					}
 				}
 			}
-			sub, err := ac.Get(AggrCounter)
+			sub, err := ac.Get(downsample.AggrCounter)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -560,7 +507,7 @@ func checkAggregates(t *testing.T, dir string, res int64, raw map[string][]testS
 func counterIterateIts(t *testing.T, its []chunkenc.Iterator) []sample {
 	t.Helper()
 	var out []sample
-	it := NewApplyCounterResetsIterator(its...)
+	it := downsample.NewApplyCounterResetsIterator(its...)
 	for it.Next() != chunkenc.ValNone {
 		ts, v := it.At()
 		out = append(out, sample{ts, v})
@@ -576,7 +523,7 @@ func near(a, b float64) bool {
 }
 
 // TestDownsampledRate checks that rate() over the counter aggregate, read
-// as Thanos's querier reads it (through NewApplyCounterResetsIterator),
+// as Thanos's querier reads it (through downsample.NewApplyCounterResetsIterator),
 // gives the rate of the raw data: the increase over the whole block
 // exactly, and rates over 1h windows within 2%.
 func TestDownsampledRate(t *testing.T) {
@@ -600,7 +547,7 @@ func TestDownsampledRate(t *testing.T) {
 	fiveDir := download(t, bkt, five.ULID)
 
 	// The counter aggregate of each counter series, as a plain series.
-	b, err := promtsdb.OpenBlock(discard, fiveDir, NewPool(), nil)
+	b, err := promtsdb.OpenBlock(discard, fiveDir, downsample.NewPool(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -623,7 +570,7 @@ func TestDownsampledRate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			sub, err := chk.(*AggrChunk).Get(AggrCounter)
+			sub, err := chk.(*downsample.AggrChunk).Get(downsample.AggrCounter)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -22,6 +22,7 @@ import (
 	"github.com/thanos-io/objstore"
 
 	"github.com/meshlens/meshlens/tsdb/block"
+	"github.com/meshlens/meshlens/tsdb/block/downsample"
 )
 
 var discard = slog.New(slog.DiscardHandler)
@@ -165,7 +166,7 @@ type testSample struct {
 // readSamples reads every float sample of the block in dir.
 func readSamples(t *testing.T, dir string) map[string][]testSample {
 	t.Helper()
-	b, err := promtsdb.OpenBlock(discard, dir, NewPool(), nil)
+	b, err := promtsdb.OpenBlock(discard, dir, downsample.NewPool(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	promtsdb "github.com/prometheus/prometheus/tsdb"
 
 	"github.com/meshlens/meshlens/tsdb/block"
+	"github.com/meshlens/meshlens/tsdb/block/downsample"
 )
 
 // compact compacts every group until its planner finds nothing more to
@@ -123,7 +124,7 @@ func (p *pass) compactGroup(ctx context.Context, g *group, blocks map[ulid.ULID]
 	}
 
 	start := c.now()
-	comp, err := promtsdb.NewLeveledCompactorWithOptions(ctx, nil, c.logger, c.ranges, NewPool(), promtsdb.LeveledCompactorOptions{
+	comp, err := promtsdb.NewLeveledCompactorWithOptions(ctx, nil, c.logger, c.ranges, downsample.NewPool(), promtsdb.LeveledCompactorOptions{
 		// Overlaps halt the group above; never merge them here.
 		EnableOverlappingCompaction: false,
 	})

@@ -14,12 +14,13 @@ import (
 	"github.com/prometheus/prometheus/tsdb/index"
 
 	"github.com/meshlens/meshlens/tsdb/block"
+	"github.com/meshlens/meshlens/tsdb/block/downsample"
 )
 
 // openBlock opens the block in dir with a pool that reads aggregate
 // chunks too. Failing to open it is a *blockError.
 func openBlock(logger *slog.Logger, dir string, m *block.Meta) (*promtsdb.Block, error) {
-	b, err := promtsdb.OpenBlock(logger, dir, NewPool(), nil)
+	b, err := promtsdb.OpenBlock(logger, dir, downsample.NewPool(), nil)
 	if err != nil {
 		return nil, &blockError{id: m.ULID, reason: NoCompactCorrupt, err: fmt.Errorf("open: %w", err)}
 	}
@@ -105,7 +106,7 @@ func verifyBlock(ctx context.Context, logger *slog.Logger, dir string, m *block.
 			if chk == nil {
 				it = iterable.Iterator(it)
 				err = checkSamples(it, c, false)
-			} else if ac, ok := chk.(*AggrChunk); ok {
+			} else if ac, ok := chk.(*downsample.AggrChunk); ok {
 				err = checkAggr(*ac, c)
 			} else {
 				it = chk.Iterator(it)
@@ -141,18 +142,18 @@ func checkSamples(it chunkenc.Iterator, c chunks.Meta, early bool) error {
 	return it.Err()
 }
 
-func checkAggr(ac AggrChunk, c chunks.Meta) error {
+func checkAggr(ac downsample.AggrChunk, c chunks.Meta) error {
 	found := false
-	for at := AggrCount; at <= AggrCounter; at++ {
+	for at := downsample.AggrCount; at <= downsample.AggrCounter; at++ {
 		sub, err := ac.Get(at)
-		if errors.Is(err, ErrAggrNotExist) {
+		if errors.Is(err, downsample.ErrAggrNotExist) {
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("%s aggregate: %w", at, err)
 		}
 		found = true
-		if err := checkSamples(sub.Iterator(nil), c, at == AggrCounter); err != nil {
+		if err := checkSamples(sub.Iterator(nil), c, at == downsample.AggrCounter); err != nil {
 			return fmt.Errorf("%s aggregate: %w", at, err)
 		}
 	}

@@ -1,8 +1,15 @@
-package compact
+// Package downsample is the chunk format of downsampled blocks, as
+// Thanos's compactor writes them (github.com/thanos-io/thanos
+// pkg/compact/downsample): aggregate chunks, a chunk pool that reads them,
+// and the iterator that removes counter resets from their counter
+// aggregates. The bucket compactor writes these chunks, the bucket store
+// reads them.
+package downsample
 
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
@@ -17,7 +24,9 @@ const ChunkEncAggr = chunkenc.Encoding(0xff)
 // them: the position of its sub-chunk.
 type AggrType uint8
 
-// The aggregates of a downsampled series.
+// The aggregates of a downsampled series. Each has one sample per
+// resolution window, stamped with the window's last millisecond (the last
+// window of a chunk with the time of its last raw sample).
 const (
 	// AggrCount is the number of raw samples of each window.
 	AggrCount AggrType = iota
@@ -35,6 +44,9 @@ const (
 	AggrCounter
 )
 
+// numAggrs is the number of aggregates of an AggrChunk.
+const numAggrs = int(AggrCounter) + 1
+
 func (t AggrType) String() string {
 	switch t {
 	case AggrCount:
@@ -48,7 +60,7 @@ func (t AggrType) String() string {
 	case AggrCounter:
 		return "counter"
 	}
-	return "<unknown>"
+	return fmt.Sprintf("aggregate(%d)", uint8(t))
 }
 
 // ErrAggrNotExist is returned by AggrChunk.Get for an aggregate the chunk
@@ -58,27 +70,27 @@ var ErrAggrNotExist = errors.New("aggregate does not exist")
 // AggrChunk is a downsampled chunk in Thanos's layout: for each AggrType
 // in order, a uvarint length n followed, when n > 0, by the sub-chunk's
 // encoding byte and n bytes of sub-chunk data. A length of 0 marks an
-// absent aggregate. The sub-chunks are XOR chunks.
+// absent aggregate. The sub-chunks are XOR chunks (Thanos writes histogram
+// chunks for native histograms).
 //
 // AggrChunk satisfies chunkenc.Chunk so that Prometheus's chunk writer and
 // compactor can copy it, but it cannot be iterated as one series: its
-// Iterator yields nothing. Read an aggregate with Get.
+// Iterator fails. Read an aggregate with Get. Chunks that a pool hands
+// out are read-only: their bytes belong to the block's memory-mapped
+// chunk files.
 type AggrChunk []byte
 
 // EncodeAggrChunk builds an AggrChunk from one chunk per aggregate,
 // indexed by AggrType; nil entries are absent aggregates.
 func EncodeAggrChunk(chks [5]chunkenc.Chunk) *AggrChunk {
 	var b []byte
-	var buf [binary.MaxVarintLen64]byte
 	for _, c := range chks {
 		if c == nil {
-			n := binary.PutUvarint(buf[:], 0)
-			b = append(b, buf[:n]...)
+			b = binary.AppendUvarint(b, 0)
 			continue
 		}
 		data := c.Bytes()
-		n := binary.PutUvarint(buf[:], uint64(len(data)))
-		b = append(b, buf[:n]...)
+		b = binary.AppendUvarint(b, uint64(len(data)))
 		b = append(b, byte(c.Encoding()))
 		b = append(b, data...)
 	}
@@ -86,14 +98,18 @@ func EncodeAggrChunk(chks [5]chunkenc.Chunk) *AggrChunk {
 	return &chk
 }
 
-// Get returns the sub-chunk of aggregate t, or ErrAggrNotExist.
+// Get returns the sub-chunk of aggregate t, or ErrAggrNotExist. It checks
+// the lengths of the sub-chunks up to t, so that a corrupt chunk fails
+// rather than panics.
 func (c AggrChunk) Get(t AggrType) (chunkenc.Chunk, error) {
+	if int(t) >= numAggrs {
+		return nil, fmt.Errorf("unknown aggregate %d", t)
+	}
 	b := []byte(c)
-	var x []byte
-	for i := AggrType(0); i <= t; i++ {
+	for i := AggrType(0); ; i++ {
 		l, n := binary.Uvarint(b)
-		if n < 1 || (l > 0 && uint64(len(b[n:])) < l+1) {
-			return nil, errors.New("aggregate chunk: invalid size")
+		if n <= 0 {
+			return nil, fmt.Errorf("aggregate chunk: bad length of %s", i)
 		}
 		b = b[n:]
 		if l == 0 {
@@ -102,10 +118,17 @@ func (c AggrChunk) Get(t AggrType) (chunkenc.Chunk, error) {
 			}
 			continue
 		}
-		x = b[:l+1]
+		if l >= uint64(len(b)) { // One encoding byte and l data bytes.
+			return nil, fmt.Errorf("aggregate chunk: %s needs %d bytes, %d left", i, l+1, len(b))
+		}
+		if l < 2 { // Every chunk starts with its number of samples.
+			return nil, fmt.Errorf("aggregate chunk: %s has only %d bytes", i, l)
+		}
+		if i == t {
+			return chunkenc.FromData(chunkenc.Encoding(b[0]), b[1:l+1])
+		}
 		b = b[l+1:]
 	}
-	return chunkenc.FromData(chunkenc.Encoding(x[0]), x[1:])
 }
 
 // Bytes returns the encoded chunk.
@@ -119,13 +142,15 @@ func (c AggrChunk) Appender() (chunkenc.Appender, error) {
 	return nil, errors.New("aggregate chunk: appending is not supported")
 }
 
-// Iterator returns an empty iterator; read the aggregates with Get.
+// Iterator returns an iterator without samples that fails: an aggregate
+// chunk has no samples of its own, a reader must pick an aggregate with
+// Get.
 func (c AggrChunk) Iterator(chunkenc.Iterator) chunkenc.Iterator {
-	return chunkenc.NewNopIterator()
+	return errIterator{chunkenc.NewNopIterator(), errors.New("aggregate chunk iterated without choosing an aggregate")}
 }
 
 // NumSamples returns the number of windows: the samples of the count
-// aggregate, as Thanos counts them.
+// aggregate, as Thanos counts them; 0 without one.
 func (c AggrChunk) NumSamples() int {
 	x, err := c.Get(AggrCount)
 	if err != nil {
@@ -141,6 +166,14 @@ func (c AggrChunk) Compact() {}
 func (c *AggrChunk) Reset(stream []byte) { *c = stream }
 
 var _ chunkenc.Chunk = (*AggrChunk)(nil)
+
+// errIterator has no samples and fails with err.
+type errIterator struct {
+	chunkenc.Iterator // A nop iterator.
+	err               error
+}
+
+func (e errIterator) Err() error { return e.err }
 
 // aggrPool is a chunkenc.Pool that knows AggrChunk as well as Prometheus's
 // encodings (Thanos's downsample.NewPool).
