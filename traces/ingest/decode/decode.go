@@ -137,11 +137,12 @@ func Traces(td ptrace.Traces, lim Limits) (Batch, error) {
 	if err := checkSpanCount(td.SpanCount(), lim); err != nil {
 		return b, err
 	}
-	return b, b.add(td, lim)
+	b.add(td, lim)
+	return b, nil
 }
 
 // add validates td, truncates its attributes and appends its spans to b.
-func (b *Batch) add(td ptrace.Traces, lim Limits) error {
+func (b *Batch) add(td ptrace.Traces, lim Limits) {
 	rss := td.ResourceSpans()
 	n := 0
 	for i := 0; i < rss.Len(); i++ {
@@ -167,7 +168,6 @@ func (b *Batch) add(td ptrace.Traces, lim Limits) error {
 		b.Spans = make([]traces.Span, 0, n)
 	}
 	b.Spans = traces.FromPdata(b.Spans, td)
-	return nil
 }
 
 // valid reports whether s has a non-zero trace and span id, refusing it

@@ -255,7 +255,7 @@ func (b *Batch) addZipkin(models []*zipkinmodel.SpanModel, lim Limits) {
 	}
 	td, err := toTranslator.ToTraces(models)
 	if err == nil {
-		_ = b.add(td, lim)
+		b.add(td, lim)
 		return
 	}
 	for _, m := range models {
@@ -264,7 +264,7 @@ func (b *Batch) addZipkin(models []*zipkinmodel.SpanModel, lim Limits) {
 			b.refuse(ReasonInvalidSpan, "span %s (trace %s, span %s): %v", quoteName(m.Name), traceIDOf(m), traces.SpanID(idBytes(uint64(m.ID))), err)
 			continue
 		}
-		_ = b.add(td, lim)
+		b.add(td, lim)
 	}
 }
 
