@@ -136,6 +136,7 @@ func (r *receiver) receivedSpans(protocol string) *metrics.Counter {
 	return r.set.GetOrCreateCounter(fmt.Sprintf(`meshlens_traces_received_spans_total{protocol=%q}`, protocol))
 }
 
+// receivedBytes counts request bodies after decompression.
 func (r *receiver) receivedBytes(protocol string) *metrics.Counter {
 	return r.set.GetOrCreateCounter(fmt.Sprintf(`meshlens_traces_received_bytes_total{protocol=%q}`, protocol))
 }
