@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -13,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +26,7 @@ import (
 	"github.com/meshlens/meshlens/internal/faultbucket"
 
 	"github.com/meshlens/meshlens/tsdb/block"
+	"github.com/meshlens/meshlens/tsdb/block/blocktest"
 )
 
 var extLabels = labels.FromStrings("cluster", "eu-1", "replica", "a")
@@ -115,25 +114,11 @@ func newTestShipper(t *testing.T, dir string, bkt objstore.Bucket, reg prometheu
 	return s
 }
 
-// orderBucket records the order of uploads.
-type orderBucket struct {
-	objstore.Bucket
-	mu      sync.Mutex
-	uploads []string
-}
-
-func (b *orderBucket) Upload(ctx context.Context, name string, r io.Reader, opts ...objstore.ObjectUploadOption) error {
-	b.mu.Lock()
-	b.uploads = append(b.uploads, name)
-	b.mu.Unlock()
-	return b.Bucket.Upload(ctx, name, r, opts...)
-}
-
 func TestShipperUploadsBlocks(t *testing.T) {
 	ctx := context.Background()
 	dir, metas := makeBlocks(t)
 	mem := objstore.NewInMemBucket()
-	bkt := &orderBucket{Bucket: mem}
+	bkt := &blocktest.OrderBucket{Bucket: mem}
 	reg := prometheus.NewRegistry()
 	s := newTestShipper(t, dir, bkt, reg)
 
@@ -172,7 +157,7 @@ func TestShipperUploadsBlocks(t *testing.T) {
 
 			// meta.json last.
 			var order []string
-			for _, u := range bkt.uploads {
+			for _, u := range bkt.Uploads() {
 				if strings.HasPrefix(u, id+"/") {
 					order = append(order, strings.TrimPrefix(u, id+"/"))
 				}
@@ -213,11 +198,11 @@ func TestShipperUploadsBlocks(t *testing.T) {
 	}
 
 	// A second pass has nothing to do.
-	before := len(bkt.uploads)
+	before := len(bkt.Uploads())
 	if n, err := s.Sync(ctx); err != nil || n != 0 {
 		t.Fatalf("second Sync: %d, %v", n, err)
 	}
-	if len(bkt.uploads) != before {
+	if len(bkt.Uploads()) != before {
 		t.Error("second Sync uploaded again")
 	}
 }
@@ -276,28 +261,7 @@ func checkMetaJSON(t *testing.T, raw []byte, want promtsdb.BlockMeta, bdir strin
 
 func downloadBlock(t *testing.T, bkt objstore.BucketReader, id ulid.ULID) string {
 	t.Helper()
-	ctx := context.Background()
-	dst := filepath.Join(t.TempDir(), id.String())
-	err := bkt.Iter(ctx, id.String(), func(name string) error {
-		r, err := bkt.Get(ctx, name)
-		if err != nil {
-			return err
-		}
-		defer r.Close()
-		b, err := io.ReadAll(r)
-		if err != nil {
-			return err
-		}
-		p := filepath.Join(dst, filepath.FromSlash(strings.TrimPrefix(name, id.String()+"/")))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
-		}
-		return os.WriteFile(p, b, 0o644)
-	}, objstore.WithRecursiveIter())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dst
+	return blocktest.Download(t, bkt, id)
 }
 
 type sample struct {

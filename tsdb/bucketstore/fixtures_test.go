@@ -9,7 +9,6 @@ import (
 	"math"
 	"os"
 	"path"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -21,13 +20,11 @@ import (
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/storage"
 	promtsdb "github.com/prometheus/prometheus/tsdb"
-	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
-	"github.com/prometheus/prometheus/tsdb/index"
 	"github.com/thanos-io/objstore"
 
 	"github.com/meshlens/meshlens/tsdb/block"
-	"github.com/meshlens/meshlens/tsdb/block/downsample"
+	"github.com/meshlens/meshlens/tsdb/block/blocktest"
 )
 
 var discard = slog.New(slog.DiscardHandler)
@@ -148,35 +145,14 @@ func makeRawDB(t *testing.T, hours int) *rawDB {
 }
 
 // upload puts the block in dir into bkt with a meta.json whose thanos
-// section has lset, resolution and source; without meta.json when withMeta
-// is false (a partial upload). It returns the meta.
+// section has lset, resolution and source (blocktest.Upload); without
+// meta.json when withMeta is false (a partial upload). It returns the
+// meta.
 func upload(t *testing.T, bkt objstore.Bucket, dir string, lset labels.Labels, resolution int64, withMeta bool) *block.Meta {
 	t.Helper()
-	ctx := context.Background()
-	m, err := block.NewMeta(dir, lset, block.SourceShipper)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Thanos.Downsample.Resolution = resolution
-	id := m.ULID.String()
-	for _, f := range m.Thanos.Files {
-		if f.RelPath == block.MetaFilename {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(f.RelPath)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := bkt.Upload(ctx, path.Join(id, f.RelPath), bytes.NewReader(b)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if withMeta {
-		b, err := m.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := bkt.Upload(ctx, path.Join(id, block.MetaFilename), bytes.NewReader(b)); err != nil {
+	m := blocktest.Upload(t, bkt, dir, lset, resolution)
+	if !withMeta {
+		if err := bkt.Delete(context.Background(), path.Join(m.ULID.String(), block.MetaFilename)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -336,60 +312,17 @@ func cachedBlocks(t *testing.T, dir string) []ulid.ULID {
 }
 
 // downsampleRaw makes one aggregate chunk of the samples ss at resolution
-// res, as Thanos's downsampleRawLoop does for one batch: per window
-// count, sum, min, max and the counter with resets removed, stamped with
-// the window's last millisecond (the last window with the last sample's
-// time), and the counter framed by the first and last raw values.
+// res (blocktest.AggrChunk).
 func downsampleRaw(ss []sample, res int64) chunks.Meta {
-	var (
-		xs   [5]chunkenc.Chunk
-		apps [5]chunkenc.Appender
-	)
-	for i := range xs {
-		xs[i] = chunkenc.NewXORChunk()
-		apps[i], _ = xs[i].Appender()
+	return blocktest.AggrChunk(toBlocktest(ss), res)
+}
+
+func toBlocktest(ss []sample) []blocktest.Sample {
+	out := make([]blocktest.Sample, len(ss))
+	for i, s := range ss {
+		out[i] = blocktest.Sample{T: s.t, V: s.v}
 	}
-	lastT := ss[len(ss)-1].t
-	apps[downsample.AggrCounter].Append(0, ss[0].t, ss[0].v)
-	var (
-		cnt                  int
-		sum, mn, mx, counter float64
-		last                 float64
-		total                int
-		windowEnd            = int64(-1)
-	)
-	flush := func() {
-		apps[downsample.AggrCount].Append(0, windowEnd, float64(cnt))
-		apps[downsample.AggrSum].Append(0, windowEnd, sum)
-		apps[downsample.AggrMin].Append(0, windowEnd, mn)
-		apps[downsample.AggrMax].Append(0, windowEnd, mx)
-		apps[downsample.AggrCounter].Append(0, windowEnd, counter)
-	}
-	for _, s := range ss {
-		if s.t > windowEnd {
-			if windowEnd != -1 {
-				flush()
-			}
-			cnt, sum, mn, mx = 0, 0, math.MaxFloat64, -math.MaxFloat64
-			windowEnd = min(s.t-s.t%res+res-1, lastT)
-		}
-		switch {
-		case total == 0:
-			counter = s.v
-		case s.v < last:
-			counter += s.v
-		default:
-			counter += s.v - last
-		}
-		last = s.v
-		total++
-		cnt++
-		sum += s.v
-		mn, mx = min(mn, s.v), max(mx, s.v)
-	}
-	flush()
-	apps[downsample.AggrCounter].Append(0, windowEnd, ss[len(ss)-1].v)
-	return chunks.Meta{MinTime: ss[0].t, MaxTime: windowEnd, Chunk: downsample.EncodeAggrChunk(xs)}
+	return out
 }
 
 // writeDownsampledBlock writes a block of resolution res over
@@ -397,69 +330,10 @@ func downsampleRaw(ss []sample, res int64) chunks.Meta {
 // chunk per series of data, and returns the block's directory.
 func writeDownsampledBlock(t *testing.T, parent string, data dataset, mint, maxt, res int64) string {
 	t.Helper()
-	id := ulid.Make()
-	dir := filepath.Join(parent, id.String())
-	if err := os.MkdirAll(dir, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	var series []labels.Labels
-	for _, lset := range testSeries() {
-		if _, ok := data.in(mint, maxt)[lset.String()]; ok {
-			series = append(series, lset)
-		}
-	}
-	slices.SortFunc(series, labels.Compare)
-	syms := map[string]struct{}{}
-	for _, l := range series {
-		l.Range(func(l labels.Label) { syms[l.Name], syms[l.Value] = struct{}{}, struct{}{} })
-	}
-	cw, err := chunks.NewWriter(filepath.Join(dir, block.ChunksDirname))
-	if err != nil {
-		t.Fatal(err)
-	}
-	iw, err := index.NewWriter(context.Background(), filepath.Join(dir, block.IndexFilename))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sorted := make([]string, 0, len(syms))
-	for s := range syms {
-		sorted = append(sorted, s)
-	}
-	slices.Sort(sorted)
-	for _, s := range sorted {
-		if err := iw.AddSymbol(s); err != nil {
-			t.Fatal(err)
-		}
-	}
-	stats := promtsdb.BlockStats{}
 	in := data.in(mint, maxt)
-	for i, lset := range series {
-		chk := []chunks.Meta{downsampleRaw(in[lset.String()], res)}
-		if err := cw.WriteChunks(chk...); err != nil { // Sets the references.
-			t.Fatal(err)
-		}
-		if err := iw.AddSeries(storage.SeriesRef(i+1), lset, chk...); err != nil {
-			t.Fatal(err)
-		}
-		stats.NumSeries++
-		stats.NumChunks++
-		stats.NumSamples += uint64(chk[0].Chunk.NumSamples())
+	var series []blocktest.Series
+	for _, lset := range testSeries() {
+		series = append(series, blocktest.Series{Labels: lset, Samples: toBlocktest(in[lset.String()])})
 	}
-	if err := cw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := iw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	bm := promtsdb.BlockMeta{ULID: id, MinTime: mint, MaxTime: maxt, Stats: stats, Version: 1}
-	bm.Compaction.Level = 1
-	bm.Compaction.Sources = []ulid.ULID{id}
-	b, err := json.Marshal(bm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, block.MetaFilename), b, 0o666); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+	return blocktest.WriteAggrBlock(t, parent, series, mint, maxt, res)
 }

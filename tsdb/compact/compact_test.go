@@ -16,6 +16,7 @@ import (
 	"github.com/thanos-io/objstore"
 
 	"github.com/meshlens/meshlens/tsdb/block"
+	"github.com/meshlens/meshlens/tsdb/block/blocktest"
 )
 
 var extA = labels.FromStrings("cluster", "eu-1", "replica", "a")
@@ -42,12 +43,12 @@ func ids(ms []*block.Meta) []ulid.ULID {
 func TestCompactFourBlocksIntoOne(t *testing.T) {
 	ctx := context.Background()
 	mem := objstore.NewInMemBucket()
-	bkt := &orderBucket{Bucket: mem}
+	bkt := &blocktest.OrderBucket{Bucket: mem}
 	// Five 2h blocks: the newest is never compacted at once (as in
 	// Prometheus and Thanos), the four before it fill the 8h range.
 	srcs := putLevel1(t, bkt, extA, 0, 5)
 	want := mergedSamples(t, mem, ids(srcs[:4])...)
-	bkt.uploads = nil
+	bkt.Reset()
 
 	clk := newFakeClock()
 	reg := prometheus.NewRegistry()
@@ -107,7 +108,7 @@ func TestCompactFourBlocksIntoOne(t *testing.T) {
 
 	// Upload order: chunks, index, meta.json, then the marks.
 	var order []string
-	for _, u := range bkt.uploads {
+	for _, u := range bkt.Uploads() {
 		order = append(order, strings.TrimPrefix(strings.TrimPrefix(u, out.ULID.String()+"/"), ""))
 	}
 	metaAt := slices.Index(order, block.MetaFilename)

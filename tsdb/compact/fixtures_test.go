@@ -22,6 +22,7 @@ import (
 	"github.com/thanos-io/objstore"
 
 	"github.com/meshlens/meshlens/tsdb/block"
+	"github.com/meshlens/meshlens/tsdb/block/blocktest"
 	"github.com/meshlens/meshlens/tsdb/block/downsample"
 )
 
@@ -129,16 +130,7 @@ func putBlock(t *testing.T, bkt objstore.Bucket, ext labels.Labels, mint, maxt i
 // stay raw; for tests that look at metas only).
 func putBlockRes(t *testing.T, bkt objstore.Bucket, ext labels.Labels, res, mint, maxt int64, ss []testSeries) *block.Meta {
 	t.Helper()
-	dir := writeBlock(t, t.TempDir(), mint, maxt, ss)
-	m, err := block.NewMeta(dir, ext, block.SourceShipper)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Thanos.Downsample.Resolution = res
-	if err := block.UploadWithMeta(context.Background(), bkt, dir, m, block.RetryOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return blocktest.Upload(t, bkt, writeBlock(t, t.TempDir(), mint, maxt, ss), ext, res)
 }
 
 // counter is a counter rising by about one per second with a reset every
@@ -202,28 +194,7 @@ func readSamples(t *testing.T, dir string) map[string][]testSample {
 // download fetches block id from bkt into a new directory.
 func download(t *testing.T, bkt objstore.Bucket, id ulid.ULID) string {
 	t.Helper()
-	ctx := context.Background()
-	dst := filepath.Join(t.TempDir(), id.String())
-	err := bkt.Iter(ctx, id.String()+"/", func(name string) error {
-		r, err := bkt.Get(ctx, name)
-		if err != nil {
-			return err
-		}
-		defer r.Close()
-		b, err := io.ReadAll(r)
-		if err != nil {
-			return err
-		}
-		p := filepath.Join(dst, filepath.FromSlash(strings.TrimPrefix(name, id.String()+"/")))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
-		}
-		return os.WriteFile(p, b, 0o644)
-	}, objstore.WithRecursiveIter())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dst
+	return blocktest.Download(t, bkt, id)
 }
 
 // bucketBlock is a block as the bucket holds it.
@@ -343,20 +314,6 @@ func newTestCompactor(t *testing.T, bkt objstore.Bucket, clk *fakeClock, mod fun
 		t.Fatal(err)
 	}
 	return c
-}
-
-// orderBucket records the names of uploads in order.
-type orderBucket struct {
-	objstore.Bucket
-	mu      sync.Mutex
-	uploads []string
-}
-
-func (b *orderBucket) Upload(ctx context.Context, name string, r io.Reader, opts ...objstore.ObjectUploadOption) error {
-	b.mu.Lock()
-	b.uploads = append(b.uploads, name)
-	b.mu.Unlock()
-	return b.Bucket.Upload(ctx, name, r, opts...)
 }
 
 func objectBytes(t *testing.T, bkt objstore.Bucket, name string) []byte {
