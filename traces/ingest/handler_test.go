@@ -131,7 +131,7 @@ func TestZipkinHandler(t *testing.T) {
 		{"unsupported content type", request{ct: "application/thrift", body: js}, Options{}, nil, 415, 0, []string{"application/thrift"}},
 		{"unsupported encoding", request{enc: "br", body: js}, Options{}, nil, 415, 0, []string{`"br"`}},
 		{"overloaded", request{body: js}, Options{}, fmt.Errorf("head full: %w", traces.ErrOverloaded), 429, 0, nil},
-		{"storage failure", request{body: js}, Options{}, errDiskFull, 500, 0, []string{"no space left"}},
+		{"storage failure", request{body: js}, Options{}, errDiskFull, 503, 0, []string{"no space left"}},
 		{"GET", request{method: http.MethodGet}, Options{}, nil, 405, 0, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -227,7 +227,7 @@ func TestOTLPHandler(t *testing.T) {
 			{"too many spans", request{body: all}, Options{Limits: decode.Limits{MaxSpansPerRequest: 1}}, nil, 413, 0, 0, codes.InvalidArgument, "2 spans, limit 1"},
 			{"unsupported encoding", request{enc: "zstd", body: all}, Options{}, nil, 415, 0, 0, codes.InvalidArgument, `"zstd"`},
 			{"overloaded", request{body: all}, Options{RetryAfter: 2500e6}, traces.ErrOverloaded, 429, 0, 0, codes.Unavailable, "overloaded"},
-			{"storage failure", request{body: all}, Options{}, errDiskFull, 500, 0, 0, codes.Internal, "no space left"},
+			{"storage failure", request{body: all}, Options{}, errDiskFull, 503, 0, 0, codes.Unavailable, "no space left"},
 		} {
 			t.Run(e.ct+"/"+tc.name, func(t *testing.T) {
 				rec := &recorder{err: tc.appErr}

@@ -191,7 +191,9 @@ func classify(err error) refusal {
 	case errors.Is(err, traces.ErrOverloaded):
 		return refusal{reasonOverloaded, 429}
 	}
-	return refusal{reasonStorageFailed, 500}
+	// Nothing was stored: 503 is the status every OTLP and Zipkin sender
+	// retries.
+	return refusal{reasonStorageFailed, 503}
 }
 
 // refuse counts and logs a request refused as a whole.

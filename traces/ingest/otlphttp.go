@@ -38,7 +38,7 @@ type otlpHandler struct {
 // decoded or no span of it is valid, 413 over the size or span limits, 415
 // for another encoding (a text body when the content type itself is
 // unknown), 429 with Retry-After when the appender is overloaded (senders
-// retry), 500 when it fails (nothing stored).
+// retry), 503 when it fails (nothing stored; senders retry).
 func NewOTLPHandler(app traces.Appender, opts Options) http.Handler {
 	return &otlpHandler{r: newReceiver(app, opts)}
 }
@@ -86,8 +86,8 @@ func (h *otlpHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		case http.StatusTooManyRequests:
 			code = codes.Unavailable
 			w.Header().Set("Retry-After", strconv.Itoa(h.r.opts.retryAfterSeconds()))
-		case http.StatusInternalServerError:
-			code = codes.Internal
+		case http.StatusServiceUnavailable:
+			code = codes.Unavailable
 		}
 		h.writeStatus(w, ct, rf.httpCode, code, err.Error())
 		return

@@ -21,8 +21,8 @@ type zipkinHandler struct {
 // It answers 202 when every span was stored, as Zipkin does; 400 when some
 // spans were refused (the valid ones are stored) or the body cannot be
 // decoded; 413 over the size or span limits; 415 for another content type
-// or encoding; 429 with Retry-After when the appender is overloaded; 500
-// when it fails (nothing stored). Error bodies are plain text.
+// or encoding; 429 with Retry-After when the appender is overloaded; 503
+// when it fails (nothing stored; senders retry). Error bodies are plain text.
 func NewZipkinHandler(app traces.Appender, opts Options) http.Handler {
 	return &zipkinHandler{r: newReceiver(app, opts)}
 }
