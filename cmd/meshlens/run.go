@@ -71,6 +71,7 @@ type Main struct {
 	write     *remotewrite.WriteHandler
 	aggr      *aggregate.Aggregator // nil without aggregation rules
 	rules     *rules.Engine
+	traces    *tracing
 	ln        net.Listener
 	srv       *http.Server
 }
@@ -192,6 +193,9 @@ func (m *Main) Open() (err error) {
 		}
 		ingest = m.aggr
 	}
+	if m.traces, err = openTraces(cfg.Traces, time.Duration(cfg.Storage.LocalRetention), m.DataDir, bkt, m.Compact, m.logger, quietLogger); err != nil {
+		return err
+	}
 	meta := remotewrite.NewMetadataStore()
 	m.write = remotewrite.NewWriteHandler(m.logger.With("component", "remote write"), ingest, meta, writeOptions(cfg))
 	rr := cfg.RemoteRead
@@ -238,6 +242,10 @@ func (m *Main) Open() (err error) {
 		LastReload:    m.lastReload,
 		Rules:         func(context.Context) apiv1.RulesRetriever { return m.rules },
 		Alertmanagers: func(context.Context) apiv1.AlertmanagerRetriever { return m.rules },
+		ZipkinSpans:   m.traces.zipkin,
+		OTLPTraces:    m.traces.otlp,
+		Tempo:         m.traces.tempo,
+		Jaeger:        m.traces.jaeger,
 	})
 	m.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second}
 	m.logger.Info("meshlens started", "listen", m.ln.Addr().String(), "data_dir", m.DataDir, "config", m.ConfigFile, "version", Version)
@@ -295,6 +303,7 @@ func (m *Main) Run(ctx context.Context) error {
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error { return m.bucket.Run(ctx) }, func(error) { cancel() })
 	}
+	m.traces.add(&g)
 	if m.compactor != nil {
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error {
@@ -345,6 +354,10 @@ func (m *Main) Close() error {
 		err = m.engine.Close()
 		m.engine = nil
 	}
+	if m.traces != nil {
+		err = errors.Join(err, m.traces.Close())
+		m.traces = nil
+	}
 	if m.bucket != nil {
 		err = errors.Join(err, m.bucket.Close())
 		m.bucket = nil
@@ -387,6 +400,7 @@ func (m *Main) Reload() error {
 		{"query", m.cfg.Query, cfg.Query},
 		{"remote_read", m.cfg.RemoteRead, cfg.RemoteRead},
 		{"aggregation", m.cfg.Aggregation, cfg.Aggregation},
+		{"traces", m.cfg.Traces, cfg.Traces},
 		{"rules (outage_tolerance, for_grace_period, resend_delay)", restartOnly(m.cfg.Rules), restartOnly(cfg.Rules)},
 	} {
 		if !reflect.DeepEqual(s.old, s.new) {
