@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshlens/meshlens/traces"
 	"github.com/meshlens/meshlens/traces/tracestest"
+	"github.com/meshlens/meshlens/tsdb/block"
 )
 
 func TestStoreContract(t *testing.T) {
@@ -323,5 +324,69 @@ func TestBucketCache(t *testing.T) {
 	}
 	if cached != 1 {
 		t.Fatalf("cache holds %d blocks, want 1", cached)
+	}
+}
+
+// Compaction merges the blocks of a closed window into one block in the
+// bucket, deletes its sources there, and leaves the window's spans found.
+func TestCompactMergesClosedWindow(t *testing.T) {
+	ctx := context.Background()
+	clock := tracestest.NewClock(tracestest.T0)
+	o := testOptions(t.TempDir(), clock.Now)
+	o.Bucket = objstore.NewInMemBucket()
+	s := openTest(t, o)
+	old := tracestest.Trace(1, 4, tracestest.T0.Add(-3*time.Hour+time.Minute)) // Window 09:00-10:00, closed.
+	recent := tracestest.Trace(2, 2, tracestest.T0.Add(-time.Minute))          // Window 11:00-12:00, open.
+	for _, spans := range [][]traces.Span{old[:2], old[2:], recent[:1], recent[1:]} {
+		must(t, s.Append(ctx, spans))
+		must(t, s.CutBlock(ctx))
+	}
+	must(t, s.Ship(ctx))
+	must(t, s.Compact(ctx))
+	must(t, s.SyncBucket(ctx))
+	ids, err := block.IDs(ctx, o.Bucket, DefaultPrefix)
+	must(t, err)
+	if len(ids) != 3 {
+		t.Fatalf("bucket holds %d blocks after compaction, want 3 (one merged, two in the open window)", len(ids))
+	}
+	s.blocksMu.Lock()
+	levels := map[int]int{}
+	for _, e := range s.bucket {
+		levels[e.meta.Level]++
+	}
+	s.blocksMu.Unlock()
+	if levels[2] != 1 || levels[1] != 2 {
+		t.Fatalf("block levels %v, want one of level 2 and two of level 1", levels)
+	}
+	must(t, s.ApplyRetention(ctx))
+	tracestest.ExpectTrace(t, s, old, traces.TimeRange{})
+	tracestest.ExpectTrace(t, s, recent, traces.TimeRange{})
+}
+
+// Run cuts the head once a trace has waited MaxBlockDuration, ships the
+// block, and returns nil when its context ends.
+func TestRun(t *testing.T) {
+	clock := tracestest.NewClock(tracestest.T0)
+	o := testOptions(t.TempDir(), clock.Now)
+	o.Bucket = objstore.NewInMemBucket()
+	s := openTest(t, o)
+	must(t, s.Append(context.Background(), tracestest.Trace(1, 3, tracestest.T0)))
+	clock.Add(DefaultMaxBlockDuration)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.metrics.blocksShipped.Get() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("Run shipped no block")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := s.headSpans(); n != 0 {
+		t.Fatalf("head holds %d spans after Run cut it", n)
 	}
 }
