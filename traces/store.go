@@ -47,7 +47,9 @@ const (
 // and the bucket.
 type Reader interface {
 	// Trace returns every stored span of the trace whose start is in tr
-	// (zero tr: all), deduplicated by span id; ErrNotFound if there is none.
+	// (zero tr: all), deduplicated by span id and kind (the client and
+	// server halves of a Zipkin shared span keep the same id); ErrNotFound
+	// if there is none.
 	Trace(ctx context.Context, id TraceID, tr TimeRange) ([]Span, error)
 	// Traces calls fn with the spans of each trace that has a span starting
 	// in tr, newest blocks first, each trace whole (every span the trace
