@@ -17,7 +17,7 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/scenario"
+	"github.com/meshlens/meshlens/internal/scenario"
 	"github.com/meshlens/meshlens/rules"
 	"github.com/meshlens/meshlens/tsdb"
 )

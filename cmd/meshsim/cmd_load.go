@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/load"
-	"github.com/meshlens/meshlens/cmd/meshsim/rw"
+	"github.com/meshlens/meshlens/internal/meshsim/load"
+	"github.com/meshlens/meshlens/internal/meshsim/rw"
 )
 
 func (m *Main) runLoad(ctx context.Context, args []string) error {

@@ -12,12 +12,12 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/config"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/emit"
-	"github.com/meshlens/meshlens/cmd/meshsim/otlp"
-	"github.com/meshlens/meshlens/cmd/meshsim/rw"
-	"github.com/meshlens/meshlens/cmd/meshsim/scenario"
-	"github.com/meshlens/meshlens/cmd/meshsim/sim"
-	"github.com/meshlens/meshlens/cmd/meshsim/zipkin"
+	"github.com/meshlens/meshlens/internal/meshsim/emit"
+	"github.com/meshlens/meshlens/internal/meshsim/otlp"
+	"github.com/meshlens/meshlens/internal/meshsim/rw"
+	"github.com/meshlens/meshlens/internal/meshsim/sim"
+	"github.com/meshlens/meshlens/internal/meshsim/zipkin"
+	"github.com/meshlens/meshlens/internal/scenario"
 )
 
 // sendFlags are the output flags shared by run and backfill.

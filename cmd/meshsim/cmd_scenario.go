@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/scenario"
-	"github.com/meshlens/meshlens/cmd/meshsim/topology"
+	"github.com/meshlens/meshlens/internal/meshsim/topology"
+	"github.com/meshlens/meshlens/internal/scenario"
 )
 
 // runScenario validates scenario files: syntax, fields, and the services

@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/scenario"
-	"github.com/meshlens/meshlens/cmd/meshsim/sim"
-	"github.com/meshlens/meshlens/cmd/meshsim/topology"
+	"github.com/meshlens/meshlens/internal/meshsim/sim"
+	"github.com/meshlens/meshlens/internal/meshsim/topology"
+	"github.com/meshlens/meshlens/internal/scenario"
 )
 
 // meshFlags are the flags that select the simulated mesh.

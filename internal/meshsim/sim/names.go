@@ -4,7 +4,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/rw"
+	"github.com/meshlens/meshlens/internal/meshsim/rw"
 )
 
 // DurationBuckets are Envoy's default histogram buckets, which Istio uses

@@ -23,7 +23,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/sim"
+	"github.com/meshlens/meshlens/internal/meshsim/sim"
 )
 
 // ContentType is the Content-Type of OTLP/HTTP protobuf requests.

@@ -11,7 +11,7 @@ import (
 
 	"github.com/golang/snappy"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/rw"
+	"github.com/meshlens/meshlens/internal/meshsim/rw"
 )
 
 // fakeReceiver checks each request decodes and that every series'

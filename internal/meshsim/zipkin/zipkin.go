@@ -11,7 +11,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/sim"
+	"github.com/meshlens/meshlens/internal/meshsim/sim"
 )
 
 type endpoint struct {

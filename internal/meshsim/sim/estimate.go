@@ -3,7 +3,7 @@ package sim
 import (
 	"time"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/topology"
+	"github.com/meshlens/meshlens/internal/meshsim/topology"
 )
 
 // Estimate counts the series of a healthy mesh after it has run for an

@@ -36,7 +36,7 @@ import (
 
 	"github.com/golang/snappy"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/rw"
+	"github.com/meshlens/meshlens/internal/meshsim/rw"
 )
 
 // Options configure a load run.

@@ -4,7 +4,7 @@ import (
 	"math"
 	"time"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/topology"
+	"github.com/meshlens/meshlens/internal/meshsim/topology"
 )
 
 // Network latency added on the source side of a hop, in milliseconds.

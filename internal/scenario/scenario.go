@@ -33,7 +33,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/topology"
+	"github.com/meshlens/meshlens/internal/meshsim/topology"
 )
 
 // ErrInvalid is wrapped by every validation error.

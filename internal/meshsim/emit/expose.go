@@ -11,7 +11,7 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/sim"
+	"github.com/meshlens/meshlens/internal/meshsim/sim"
 )
 
 // Pages serves the latest step of each cluster as a Prometheus text

@@ -9,8 +9,8 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/scenario"
-	"github.com/meshlens/meshlens/cmd/meshsim/topology"
+	"github.com/meshlens/meshlens/internal/meshsim/topology"
+	"github.com/meshlens/meshlens/internal/scenario"
 )
 
 func TestLinkerdLabelSet(t *testing.T) {

@@ -3,7 +3,7 @@ package sim
 import (
 	"time"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/scenario"
+	"github.com/meshlens/meshlens/internal/scenario"
 )
 
 // effect is what the active faults do to one flow in one step.

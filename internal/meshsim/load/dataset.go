@@ -7,9 +7,9 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/rw"
-	"github.com/meshlens/meshlens/cmd/meshsim/sim"
-	"github.com/meshlens/meshlens/cmd/meshsim/topology"
+	"github.com/meshlens/meshlens/internal/meshsim/rw"
+	"github.com/meshlens/meshlens/internal/meshsim/sim"
+	"github.com/meshlens/meshlens/internal/meshsim/topology"
 )
 
 // Dataset is a fixed set of series with a start value and a per-round

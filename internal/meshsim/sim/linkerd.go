@@ -8,7 +8,7 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/topology"
+	"github.com/meshlens/meshlens/internal/meshsim/topology"
 )
 
 // Mesh is the service mesh whose proxies the simulation reports as.

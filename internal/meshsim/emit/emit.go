@@ -44,8 +44,8 @@ import (
 	"github.com/prometheus/prometheus/tsdb/agent"
 	"github.com/prometheus/prometheus/util/compression"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/rw"
-	"github.com/meshlens/meshlens/cmd/meshsim/sim"
+	"github.com/meshlens/meshlens/internal/meshsim/rw"
+	"github.com/meshlens/meshlens/internal/meshsim/sim"
 )
 
 // ReplicaLabel is the external label that tells the replicas of an HA pair

@@ -12,8 +12,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/sim"
-	"github.com/meshlens/meshlens/cmd/meshsim/topology"
+	"github.com/meshlens/meshlens/internal/meshsim/sim"
+	"github.com/meshlens/meshlens/internal/meshsim/topology"
 )
 
 func simSpans(t *testing.T) []sim.Span {

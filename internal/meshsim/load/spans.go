@@ -21,10 +21,10 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/otlp"
-	"github.com/meshlens/meshlens/cmd/meshsim/sim"
-	"github.com/meshlens/meshlens/cmd/meshsim/topology"
-	"github.com/meshlens/meshlens/cmd/meshsim/zipkin"
+	"github.com/meshlens/meshlens/internal/meshsim/otlp"
+	"github.com/meshlens/meshlens/internal/meshsim/sim"
+	"github.com/meshlens/meshlens/internal/meshsim/topology"
+	"github.com/meshlens/meshlens/internal/meshsim/zipkin"
 )
 
 // Span load: the request bodies are encoded once from simulated traces

@@ -9,8 +9,8 @@ import (
 	"regexp"
 	"testing"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/sim"
-	"github.com/meshlens/meshlens/cmd/meshsim/topology"
+	"github.com/meshlens/meshlens/internal/meshsim/sim"
+	"github.com/meshlens/meshlens/internal/meshsim/topology"
 )
 
 func TestSendSpans(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/topology"
+	"github.com/meshlens/meshlens/internal/meshsim/topology"
 )
 
 // TraceID is a 128-bit trace id.

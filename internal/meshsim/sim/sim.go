@@ -15,8 +15,8 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 
-	"github.com/meshlens/meshlens/cmd/meshsim/scenario"
-	"github.com/meshlens/meshlens/cmd/meshsim/topology"
+	"github.com/meshlens/meshlens/internal/meshsim/topology"
+	"github.com/meshlens/meshlens/internal/scenario"
 )
 
 // Ref identifies a series of a Sim.
