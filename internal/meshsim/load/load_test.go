@@ -5,11 +5,15 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 
 	"github.com/meshlens/meshlens/internal/meshsim/rw"
 )
@@ -40,23 +44,70 @@ func (f *fakeReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(400)
 		return
 	}
-	series, err := rw.Decode(raw, r.Header.Get("Content-Type"))
+	series, err := decode(raw, r.Header.Get("Content-Type"))
 	if err != nil {
 		f.bad = err.Error()
 		w.WriteHeader(400)
 		return
 	}
 	for _, s := range series {
-		if s.Labels == "" || len(s.T) != 1 {
+		if s.labels.IsEmpty() || len(s.t) != 1 {
 			f.bad = "bad series"
+			break
 		}
-		if prev, ok := f.last[s.Labels]; ok && s.T[0] <= prev {
-			f.bad = "out of order: " + s.Labels
+		key := s.labels.String()
+		if prev, ok := f.last[key]; ok && s.t[0] <= prev {
+			f.bad = "out of order: " + key
 		}
-		f.last[s.Labels] = s.T[0]
+		f.last[key] = s.t[0]
 		f.samples++
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// decodedSeries is a series of a request: its labels and the timestamps
+// of its samples.
+type decodedSeries struct {
+	labels labels.Labels
+	t      []int64
+}
+
+// decode reads an uncompressed request of the protocol named by the
+// Content-Type with Prometheus's own messages: prompb.WriteRequest (1.0)
+// or writev2.Request (2.0).
+func decode(raw []byte, contentType string) ([]decodedSeries, error) {
+	var out []decodedSeries
+	var sb labels.ScratchBuilder
+	if strings.Contains(contentType, "io.prometheus.write.v2.Request") {
+		var req writev2.Request
+		if err := req.Unmarshal(raw); err != nil {
+			return nil, err
+		}
+		for _, ts := range req.Timeseries {
+			ls, err := ts.ToLabels(&sb, req.Symbols)
+			if err != nil {
+				return nil, err
+			}
+			s := decodedSeries{labels: ls}
+			for _, smp := range ts.Samples {
+				s.t = append(s.t, smp.Timestamp)
+			}
+			out = append(out, s)
+		}
+		return out, nil
+	}
+	var req prompb.WriteRequest
+	if err := req.Unmarshal(raw); err != nil {
+		return nil, err
+	}
+	for _, ts := range req.Timeseries {
+		s := decodedSeries{labels: ts.ToLabels(&sb, nil)}
+		for _, smp := range ts.Samples {
+			s.t = append(s.t, smp.Timestamp)
+		}
+		out = append(out, s)
+	}
+	return out, nil
 }
 
 func TestRun(t *testing.T) {

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 )
 
 func testSeries(n int) []labels.Labels {
@@ -46,11 +48,7 @@ func TestSeriesSetRoundTrip(t *testing.T) {
 				} else {
 					b = set.AppendV2(nil, sc, 10, 30, 1000+int64(round), vals)
 				}
-				dec := decodeV1
-				if p == V2 {
-					dec = decodeV2
-				}
-				got, err := dec(b)
+				got, err := decode(b, p)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -58,15 +56,14 @@ func TestSeriesSetRoundTrip(t *testing.T) {
 					t.Fatalf("got %d series, want 20", len(got))
 				}
 				for i, s := range got {
-					want := fmtLabels(pairsOf(lsets[10+i]))
-					if s.Labels != want {
-						t.Fatalf("series %d: labels %s, want %s", i, s.Labels, want)
+					if !labels.Equal(s.labels, lsets[10+i]) {
+						t.Fatalf("series %d: labels %s, want %s", i, s.labels, lsets[10+i])
 					}
-					if len(s.V) != 1 || s.V[0] != vals[i] || s.T[0] != 1000+int64(round) {
-						t.Fatalf("series %d: samples %v@%v", i, s.V, s.T)
+					if len(s.v) != 1 || s.v[0] != vals[i] || s.t[0] != 1000+int64(round) {
+						t.Fatalf("series %d: samples %v@%v", i, s.v, s.t)
 					}
-					if p == V2 && s.Type != uint64(TypeCounter) {
-						t.Fatalf("series %d: type %d", i, s.Type)
+					if p == V2 && s.typ != writev2.Metadata_MetricType(TypeCounter) {
+						t.Fatalf("series %d: type %v", i, s.typ)
 					}
 				}
 			}
@@ -74,10 +71,55 @@ func TestSeriesSetRoundTrip(t *testing.T) {
 	}
 }
 
-func pairsOf(ls labels.Labels) [][2]string {
-	var p [][2]string
-	ls.Range(func(l labels.Label) { p = append(p, [2]string{l.Name, l.Value}) })
-	return p
+// decodedSeries is a series of a request as Prometheus's own decoders
+// read it.
+type decodedSeries struct {
+	labels labels.Labels
+	t      []int64
+	v      []float64
+	typ    writev2.Metadata_MetricType // V2 only
+}
+
+// decode reads an uncompressed request of protocol p with prompb (1.0)
+// or writev2 (2.0), the messages Prometheus itself receives.
+func decode(b []byte, p Protocol) ([]decodedSeries, error) {
+	var out []decodedSeries
+	var sb labels.ScratchBuilder
+	if p == V2 {
+		var req writev2.Request
+		if err := req.Unmarshal(b); err != nil {
+			return nil, err
+		}
+		if len(req.Symbols) == 0 || req.Symbols[0] != "" {
+			return nil, fmt.Errorf("symbol table must start with the empty string")
+		}
+		for _, ts := range req.Timeseries {
+			ls, err := ts.ToLabels(&sb, req.Symbols)
+			if err != nil {
+				return nil, err
+			}
+			s := decodedSeries{labels: ls, typ: ts.Metadata.Type}
+			for _, smp := range ts.Samples {
+				s.t = append(s.t, smp.Timestamp)
+				s.v = append(s.v, smp.Value)
+			}
+			out = append(out, s)
+		}
+		return out, nil
+	}
+	var req prompb.WriteRequest
+	if err := req.Unmarshal(b); err != nil {
+		return nil, err
+	}
+	for _, ts := range req.Timeseries {
+		s := decodedSeries{labels: ts.ToLabels(&sb, nil)}
+		for _, smp := range ts.Samples {
+			s.t = append(s.t, smp.Timestamp)
+			s.v = append(s.v, smp.Value)
+		}
+		out = append(out, s)
+	}
+	return out, nil
 }
 
 func BenchmarkSeriesSet(b *testing.B) {
