@@ -41,15 +41,14 @@ type tracing struct {
 
 // openTraces opens the span store in <dataDir>/traces, shipping to bkt,
 // and builds the handlers. compact makes this node the bucket's trace
-// compactor.
-func openTraces(cfg config.TracesConfig, localRetention time.Duration, dataDir string, bkt objstore.Bucket, compact bool, logger, quiet *slog.Logger) (t *tracing, err error) {
-	t = &tracing{metrics: metrics.NewSet()}
+// compactor. The components' self-metrics go to set, the server's.
+func openTraces(cfg config.TracesConfig, localRetention time.Duration, dataDir string, bkt objstore.Bucket, compact bool, set *metrics.Set, logger, quiet *slog.Logger) (t *tracing, err error) {
+	t = &tracing{metrics: set}
 	defer func() {
 		if err != nil {
 			t.Close()
 		}
 	}()
-	metrics.RegisterSet(t.metrics)
 	if localRetention > 0 && localRetention > time.Duration(cfg.Retention) {
 		localRetention = 0
 	}
@@ -137,7 +136,6 @@ func (t *tracing) Close() error {
 		err = t.store.Close()
 		t.store = nil
 	}
-	metrics.UnregisterSet(t.metrics, true)
 	return err
 }
 
@@ -167,4 +165,12 @@ func (t *tracing) openIngest(cfg config.TracesConfig, app traces.Appender, logge
 	t.grpcSrv = grpc.NewServer(ingest.ServerOptions(o)...)
 	ingest.NewOTLPService(app, o).Register(t.grpcSrv)
 	return nil
+}
+
+// otlpGRPCAddr is the OTLP/gRPC listener's address; "" when it is off.
+func (t *tracing) otlpGRPCAddr() string {
+	if t == nil || t.grpcLn == nil {
+		return ""
+	}
+	return t.grpcLn.Addr().String()
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,12 +10,20 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	oteltrace "go.opentelemetry.io/otel/trace"
 )
 
 // spanCounter sits between meshsim and meshlens: it counts the spans of
@@ -148,6 +157,16 @@ func tempoSpanCount(t *testing.T, s *testServer, path, accept string) int {
 	var td ptrace.Traces
 	if accept == "application/protobuf" {
 		td, err = (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(body)
+	} else if strings.HasPrefix(path, "/api/v2/") {
+		// A TraceByIDResponse: {"trace": <OTLP JSON>, "status": ...}.
+		var resp struct {
+			Trace  json.RawMessage `json:"trace"`
+			Status string          `json:"status"`
+		}
+		if err := json.Unmarshal(body, &resp); err != nil || resp.Status != "COMPLETE" {
+			t.Fatalf("GET %s: %v %.200s", path, err, body)
+		}
+		td, err = (&ptrace.JSONUnmarshaler{}).UnmarshalTraces(resp.Trace)
 	} else {
 		// Tempo names OTLP's resourceSpans "batches".
 		body = bytes.Replace(body, []byte(`"batches"`), []byte(`"resourceSpans"`), 1)
@@ -175,5 +194,73 @@ func jaegerData(t *testing.T, s *testServer, path string, out any) {
 	}
 	if err := json.Unmarshal(env.Data, out); err != nil {
 		t.Fatalf("GET %s data: %v", path, err)
+	}
+}
+
+// TestOpenTelemetrySDKIntoServer exports spans with OpenTelemetry's own Go
+// SDK over OTLP/gRPC (the listener configured in traces.otlp_grpc) and
+// OTLP/HTTP, and finds them through every query API Grafana uses: by id,
+// by TraceQL search, and in Jaeger's service and operation lists.
+func TestOpenTelemetrySDKIntoServer(t *testing.T) {
+	s := startServer(t, "traces:\n  otlp_grpc:\n    address: 127.0.0.1:0\n", "")
+	grpcExp, err := otlptracegrpc.New(context.Background(), otlptracegrpc.WithEndpoint(s.traces.otlpGRPCAddr()), otlptracegrpc.WithInsecure())
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpExp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(s.URL+"/v1/traces"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		service string
+		exp     sdktrace.SpanExporter
+	}{{"checkout-grpc", grpcExp}, {"checkout-http", httpExp}} {
+		t.Run(tc.service, func(t *testing.T) {
+			tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(tc.exp),
+				sdktrace.WithResource(resource.NewSchemaless(attribute.String("service.name", tc.service))))
+			ctx, root := tp.Tracer("shop").Start(context.Background(), "GET /cart", oteltrace.WithSpanKind(oteltrace.SpanKindServer),
+				oteltrace.WithAttributes(attribute.Int("http.response.status_code", 503)))
+			_, child := tp.Tracer("shop").Start(ctx, "SELECT cart", oteltrace.WithSpanKind(oteltrace.SpanKindClient))
+			child.SetStatus(otelcodes.Error, "timeout")
+			child.End()
+			root.End()
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := tp.Shutdown(sctx); err != nil {
+				t.Fatalf("export: %v", err)
+			}
+			id := root.SpanContext().TraceID().String()
+			if got := tempoSpanCount(t, s, "/api/v2/traces/"+id, ""); got != 2 {
+				t.Errorf("trace %s: %d spans, want 2", id, got)
+			}
+
+			q := url.Values{"q": {fmt.Sprintf(`{resource.service.name = %q && status = error} && {span.http.response.status_code >= 500}`, tc.service)}}
+			code, body := s.get(t, "/api/search?"+q.Encode())
+			var res struct {
+				Traces []struct {
+					TraceID         string `json:"traceID"`
+					RootServiceName string `json:"rootServiceName"`
+					RootTraceName   string `json:"rootTraceName"`
+				} `json:"traces"`
+			}
+			if err := json.Unmarshal([]byte(body), &res); code != http.StatusOK || err != nil {
+				t.Fatalf("search: %d %v %s", code, err, body)
+			}
+			if len(res.Traces) != 1 || strings.TrimLeft(res.Traces[0].TraceID, "0") != strings.TrimLeft(id, "0") ||
+				res.Traces[0].RootServiceName != tc.service || res.Traces[0].RootTraceName != "GET /cart" {
+				t.Errorf("search found %+v, want trace %s of %s rooted at GET /cart", res.Traces, id, tc.service)
+			}
+
+			var services []string
+			jaegerData(t, s, "/jaeger/api/services", &services)
+			if !slices.Contains(services, tc.service) {
+				t.Errorf("Jaeger services %v lack %s", services, tc.service)
+			}
+			var ops []string
+			jaegerData(t, s, "/jaeger/api/services/"+tc.service+"/operations", &ops)
+			if !slices.Equal(ops, []string{"GET /cart", "SELECT cart"}) {
+				t.Errorf("Jaeger operations of %s: %v", tc.service, ops)
+			}
+		})
 	}
 }
