@@ -3,14 +3,17 @@
 //
 // Usage: build [name ...]; no names: every peer in peers.All.
 //
-// Two builds run at a time (each go command compiles in parallel itself);
-// peers of one module are built one after the other, so the second reuses
-// the first one's compiled packages from the Go build cache.
+// Two modules build at a time (each go command compiles in parallel
+// itself), taken in the order of peers.All; peers of one module are built
+// one after the other, so the second reuses the first one's compiled
+// packages from the Go build cache.
 package main
 
 import (
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +29,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
+	if !build(todo) {
+		os.Exit(1)
+	}
+}
+
+// build builds the peers and reports whether all of them were built.
+func build(todo []peers.Peer) bool {
 	// One group per module, in the order of first appearance.
 	var groups [][]peers.Peer
 	index := map[string]int{}
@@ -39,39 +49,49 @@ func main() {
 		}
 		groups[i] = append(groups[i], p)
 	}
+	queue := make(chan []peers.Peer, len(groups))
+	for _, g := range groups {
+		queue <- g
+	}
+	close(queue)
 
 	start := time.Now()
 	var (
-		mu     sync.Mutex
-		failed []string
-		wg     sync.WaitGroup
-		sem    = make(chan struct{}, parallel)
+		mu       sync.Mutex // guards stderr, failed and building
+		failed   []string
+		building []string
 	)
 	logf := func(format string, args ...any) {
-		mu.Lock()
-		defer mu.Unlock()
 		fmt.Fprintf(os.Stderr, "[%4ds] "+format+"\n", append([]any{int(time.Since(start).Seconds())}, args...)...)
 	}
-	for _, g := range groups {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			for _, p := range g {
-				t0 := time.Now()
-				logf("building %s (%s)...", p.Name, p.Package)
-				bin, err := peers.Build(p)
-				if err != nil {
-					logf("FAILED %s after %s: %v", p.Name, time.Since(t0).Round(time.Second), err)
-					mu.Lock()
-					failed = append(failed, p.Name)
-					mu.Unlock()
-					continue
+	buildOne := func(p peers.Peer) {
+		mu.Lock()
+		logf("building %s (%s)...", p.Name, p.Package)
+		building = append(building, p.Name)
+		mu.Unlock()
+		t0 := time.Now()
+		bin, err := peers.Build(p)
+		mu.Lock()
+		defer mu.Unlock()
+		building = slices.DeleteFunc(building, func(n string) bool { return n == p.Name })
+		if err != nil {
+			logf("FAILED %s after %s: %v", p.Name, time.Since(t0).Round(time.Second), err)
+			failed = append(failed, p.Name)
+			return
+		}
+		logf("built %s in %s: %s", p.Name, time.Since(t0).Round(time.Second), bin)
+	}
+
+	// Workers take the groups in order.
+	var wg sync.WaitGroup
+	for range min(parallel, len(groups)) {
+		wg.Go(func() {
+			for g := range queue {
+				for _, p := range g {
+					buildOne(p)
 				}
-				logf("built %s in %s: %s", p.Name, time.Since(t0).Round(time.Second), bin)
 			}
-		}()
+		})
 	}
 	// Progress while long builds run, so CI's log shows the step is alive.
 	done := make(chan struct{})
@@ -83,14 +103,17 @@ func main() {
 		case <-done:
 			waiting = false
 		case <-tick.C:
-			logf("still building...")
+			mu.Lock()
+			logf("still building %s...", strings.Join(building, ", "))
+			mu.Unlock()
 		}
 	}
 	if len(failed) > 0 {
-		logf("peers not built: %v", failed)
-		os.Exit(1)
+		logf("peers not built: %s", strings.Join(failed, ", "))
+		return false
 	}
 	logf("all %d peers built", len(todo))
+	return true
 }
 
 // selectPeers returns the peers named in args, or all of them.
@@ -106,9 +129,17 @@ func selectPeers(args []string) ([]peers.Peer, error) {
 	for _, a := range args {
 		p, ok := byName[a]
 		if !ok {
-			return nil, fmt.Errorf("unknown peer %q", a)
+			return nil, fmt.Errorf("unknown peer %q; peers: %s", a, names(peers.All))
 		}
 		ps = append(ps, p)
 	}
 	return ps, nil
+}
+
+func names(ps []peers.Peer) string {
+	var ns []string
+	for _, p := range ps {
+		ns = append(ns, p.Name)
+	}
+	return strings.Join(ns, ", ")
 }
