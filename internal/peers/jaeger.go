@@ -36,7 +36,11 @@ type JaegerServer struct {
 // configuration embedded in Jaeger (cmd/jaeger/internal/all-in-one.yaml)
 // with only what the tests use: OTLP and Zipkin receivers, memory storage,
 // the query service, no batching (spans are stored as they arrive) and no
-// telemetry listener. The placeholders are ports: OTLP gRPC, OTLP HTTP,
+// telemetry listener. Jaeger's tracing of its own queries is off: it would
+// send spans to an OTLP endpoint at localhost:4317 (meshlens's, in a test
+// that runs both) and delay Jaeger's shutdown by ten seconds while it cannot
+// reach one. The UI is a placeholder (the assets are not embedded in a
+// plain go build); the API is complete. The placeholders are ports: OTLP gRPC, OTLP HTTP,
 // Zipkin, query HTTP, query gRPC.
 const jaegerConfig = `service:
   extensions: [jaeger_storage, jaeger_query]
@@ -57,6 +61,7 @@ extensions:
         memory:
           max_traces: 100000
   jaeger_query:
+    enable_tracing: false
     storage:
       traces: memstore
     http:
