@@ -167,6 +167,12 @@ func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 }
 
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.ids)
+}
+
 // sample returns n of the recorded trace ids, at random (with repeats
 // when fewer were recorded).
 func (r *recorder) sample(n int, rng *rand.Rand) []string {

@@ -334,6 +334,8 @@ func (b *bench) latencyLoadRun(s *server) []string {
 	progress("latency: %s, otlp, %s for %s, then %d lookups per case", s.name, rateName(b.rssRate), b.latencyLoad, b.lookups)
 	res, err := b.sendLoad(s, rec.url, "otlp", b.rssRate, b.latencyLoad)
 	check(err)
+	progress("   %d spans accepted (%.0f/s), %d failed requests, status codes %v; %d trace ids recorded",
+		res.sum.SpansAccepted, res.sum.AcceptedPerSecond, res.sum.RequestsFailed, res.sum.StatusCodes, rec.count())
 	ids := rec.sample(b.lookups, b.rng)
 	if len(ids) == 0 {
 		fatalf("latency: %s accepted no request (status codes %v)", s.name, res.sum.StatusCodes)
