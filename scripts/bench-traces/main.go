@@ -54,7 +54,7 @@ type bench struct {
 	rng                                 *rand.Rand
 
 	// Runs kept for the disk figures.
-	meshlensRSSDir, badgerDir   string
+	badgerDir                   string
 	badgerSpans                 int64
 	ingest, rss                 []*loadResult
 	lat                         []*lookupResult
@@ -117,7 +117,7 @@ func main() {
 	if b.want("ingest") {
 		b.runIngest()
 	}
-	if b.want("rss") || b.want("disk") {
+	if b.want("rss") {
 		b.runRSS()
 	}
 	if b.want("disk") {
@@ -193,14 +193,9 @@ func (b *bench) runIngest() {
 }
 
 // runRSS: meshlens with its defaults and Jaeger with memory storage at
-// -rss-rate, OTLP. Jaeger badger runs too when the disk measurement needs
-// a badger directory the ingest measurement did not leave.
+// -rss-rate, OTLP.
 func (b *bench) runRSS() {
-	names := []string{meshlensName, jaegerMemoryName}
-	if b.want("disk") && b.badgerDir == "" {
-		names = append(names, jaegerBadgerName)
-	}
-	for _, name := range names {
+	for _, name := range []string{meshlensName, jaegerMemoryName} {
 		if !b.want(name) {
 			continue
 		}
@@ -209,59 +204,70 @@ func (b *bench) runRSS() {
 		check(err)
 		progress("rss: %s, otlp, %s, %s", name, rateName(b.rssRate), b.duration)
 		res, err := b.sendLoad(s, s.otlpURL, "otlp", b.rssRate, b.duration)
-		if err == nil && name == meshlensName {
-			// Every block cut is in the bucket before the disk figures.
-			err = s.waitMetrics(time.Minute, "blocks shipped", func(m map[string]float64) bool {
-				return m["meshlens_traces_blocks_shipped_total"] >= m["meshlens_traces_blocks_cut_total"]
-			})
-		}
 		s.stop()
 		check(err)
 		b.note(s)
 		progress("   %.0f spans/s accepted, RSS %s (largest %s)", res.sum.AcceptedPerSecond, mib(res.rssEnd), mib(res.rssMax))
-		switch name {
-		case meshlensName:
-			b.meshlensRSSDir = dir
-		case jaegerBadgerName:
-			b.badgerDir, b.badgerSpans = dir, res.sum.SpansAccepted
-			continue
-		}
-		if b.want("rss") {
-			b.rss = append(b.rss, res)
-		}
+		b.rss = append(b.rss, res)
 	}
 }
 
 type diskRow struct {
-	what          string
-	blocks        int
-	spans, bytes  int64
-	compactWall   time.Duration
-	compactBlocks int
+	what         string
+	blocks       int
+	spans, bytes int64
+	compactWall  time.Duration
 }
 
-// runDisk measures the bucket of the rss run's meshlens (the blocks cut
-// as the head filled), then compacts it with the span store's own
+// runDisk: meshlens receives -duration of spans at -rss-rate with the
+// latency measurement's short blocks, until every span is in a block in
+// the bucket; the bucket is measured, compacted with the span store's own
 // compaction, its clock two days ahead so that every window has closed
 // (meshlens compacts an hour of blocks once the hour is over), and
-// measures it again; and Jaeger badger's data directory.
+// measured again. Jaeger badger's data directory is the one of the ingest
+// measurement (OTLP), or of a run at -rss-rate.
 func (b *bench) runDisk() {
-	if b.meshlensRSSDir != "" {
-		bucketDir := filepath.Join(b.meshlensRSSDir, "data", "bucket")
+	if b.want(meshlensName) {
+		dir := filepath.Join(b.dir, "disk-meshlens")
+		s, err := b.start(meshlensName, dir, fmt.Sprintf(meshlensConfig, b.traceIdle, b.maxBlock, b.localRetention))
+		check(err)
+		progress("disk: meshlens, otlp, %s, %s, max_block_duration %s", rateName(b.rssRate), b.duration, b.maxBlock)
+		res, err := b.sendLoad(s, s.otlpURL, "otlp", b.rssRate, b.duration)
+		check(err)
+		progress("   %d spans accepted; waiting until they are all in the bucket", res.sum.SpansAccepted)
+		check(s.waitMetrics(b.maxBlock+2*time.Minute, "every span in a shipped block", func(m map[string]float64) bool {
+			return m["meshlens_traces_head_spans"] == 0 && m["meshlens_traces_blocks_cut_total"] >= 1 &&
+				m["meshlens_traces_blocks_shipped_total"] >= m["meshlens_traces_blocks_cut_total"]
+		}))
+		s.stop()
+		b.note(s)
+		bucketDir := filepath.Join(dir, "data", "bucket")
 		before := bucketUsage("meshlens bucket, blocks cut from the head", bucketDir)
-		b.disk = append(b.disk, before)
-		if before.blocks == 0 {
-			progress("disk: no span block was cut in the rss run (the head cuts at 1M spans: run it longer or at a higher -rss-rate)")
-		} else {
-			progress("disk: compacting %d blocks of %d spans", before.blocks, before.spans)
-			start := time.Now()
-			check(compactBucket(bucketDir, filepath.Join(b.dir, "compactor")))
-			after := bucketUsage("meshlens bucket, after compaction", bucketDir)
-			after.compactWall = time.Since(start)
-			b.disk = append(b.disk, after)
+		if before.spans != res.sum.SpansAccepted {
+			progress("   the bucket's blocks hold %d spans, %d were accepted", before.spans, res.sum.SpansAccepted)
 		}
+		b.disk = append(b.disk, before)
+		progress("disk: compacting %d blocks of %d spans", before.blocks, before.spans)
+		start := time.Now()
+		check(compactBucket(bucketDir, filepath.Join(b.dir, "compactor")))
+		after := bucketUsage("meshlens bucket, after compaction", bucketDir)
+		after.compactWall = time.Since(start)
+		if after.spans != before.spans {
+			progress("   after compaction the bucket's blocks hold %d spans, %d before", after.spans, before.spans)
+		}
+		b.disk = append(b.disk, after)
 	}
-	if b.badgerDir != "" {
+	if b.want(jaegerBadgerName) {
+		if b.badgerDir == "" {
+			dir := filepath.Join(b.dir, "disk-"+jaegerBadgerName)
+			s, err := b.start(jaegerBadgerName, dir, "")
+			check(err)
+			progress("disk: %s, otlp, %s, %s", jaegerBadgerName, rateName(b.rssRate), b.duration)
+			res, err := b.sendLoad(s, s.otlpURL, "otlp", b.rssRate, b.duration)
+			s.stop()
+			check(err)
+			b.badgerDir, b.badgerSpans = dir, res.sum.SpansAccepted
+		}
 		b.disk = append(b.disk, diskRow{what: "jaeger badger data directory (keys and values)", spans: b.badgerSpans,
 			bytes: dirBytes(filepath.Join(b.badgerDir, "badger"))})
 	}
