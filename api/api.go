@@ -92,6 +92,9 @@ type Options struct {
 	// Jaeger serves Jaeger's query API under /jaeger, with the prefix
 	// stripped (it sees /api/services).
 	Jaeger http.Handler
+	// Drilldown joins exemplars to traces; nil leaves the path to the
+	// Prometheus API (404).
+	Drilldown http.Handler // GET|POST /api/v1/drilldown
 }
 
 // New returns the root handler.
@@ -158,6 +161,9 @@ func New(o Options) http.Handler {
 
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/", http.StripPrefix("/api/v1", router))
+	if o.Drilldown != nil {
+		mux.Handle("/api/v1/drilldown", o.Drilldown) // more specific than /api/v1/
+	}
 	mux.Handle("GET /api/v1/rules", ruleFilterSpellings(http.StripPrefix("/api/v1", router)))
 	mux.Handle("/api/v1/write", o.Write)
 	mux.Handle("/api/v1/push", o.Write)

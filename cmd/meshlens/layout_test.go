@@ -26,10 +26,11 @@ func TestPackageLayout(t *testing.T) {
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
-	components := []string{"api", "remotewrite", "rules", "traces", "federation"}
+	components := []string{"api", "remotewrite", "rules", "traces", "federation", "exemplars"}
 	// What each component may import from the module (besides itself).
 	allowed := map[string][]string{
-		"api": {"remotewrite", "rules", "traces", "federation"},
+		"api":       {"remotewrite", "rules", "traces", "federation"},
+		"exemplars": {"traces"},
 	}
 	isCmd := func(p string) bool { return strings.HasPrefix(p, "cmd/") }
 	isSim := func(p string) bool {

@@ -246,6 +246,7 @@ func (m *Main) Open() (err error) {
 		OTLPTraces:    m.traces.otlp,
 		Tempo:         m.traces.tempo,
 		Jaeger:        m.traces.jaeger,
+		Drilldown:     m.traces.drilldown(store, newParser(q)),
 	})
 	m.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second}
 	m.logger.Info("meshlens started", "listen", m.ln.Addr().String(), "data_dir", m.DataDir, "config", m.ConfigFile, "version", Version)

@@ -12,10 +12,13 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/oklog/run"
+	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/storage"
 	"github.com/thanos-io/objstore"
 	"google.golang.org/grpc"
 
 	"github.com/meshlens/meshlens/config"
+	"github.com/meshlens/meshlens/exemplars"
 	"github.com/meshlens/meshlens/traces"
 	"github.com/meshlens/meshlens/traces/forward"
 	"github.com/meshlens/meshlens/traces/ingest"
@@ -90,6 +93,12 @@ func openTraces(cfg config.TracesConfig, localRetention time.Duration, dataDir s
 	t.tempo = tempo.NewHandler(t.store, tempo.Options{Logger: logger.With("component", "tempo api")})
 	t.jaeger = jaeger.NewHandler(t.store, jaeger.Options{Logger: logger.With("component", "jaeger api")})
 	return t, nil
+}
+
+// drilldown serves /api/v1/drilldown: the exemplars of ex joined to the
+// span store's traces.
+func (t *tracing) drilldown(ex storage.ExemplarQueryable, p parser.Parser) http.Handler {
+	return exemplars.NewDrilldownHandler(ex, t.store, exemplars.DrilldownOptions{Parser: p})
 }
 
 // add puts the trace components into the run group.
