@@ -57,6 +57,10 @@ type Options struct {
 	Write    http.Handler // POST /api/v1/write and /api/v1/push
 	Read     http.Handler // POST /api/v1/read
 	Metadata MetadataLister
+	// Metrics holds meshlens's own metrics: /metrics shows them first, with
+	// the Go and process metrics. The API adds meshlens_http_* to it. Nil
+	// means a private set with only the API's metrics.
+	Metrics *metrics.Set
 	// Gatherer holds the Prometheus-client metrics (the TSDB's, the engine's)
 	// shown on /metrics after meshlens's own.
 	Gatherer prometheus.Gatherer
@@ -100,6 +104,9 @@ type Options struct {
 // New returns the root handler.
 func New(o Options) http.Handler {
 	started := time.Now()
+	if o.Metrics == nil {
+		o.Metrics = metrics.NewSet()
+	}
 	rules := o.Rules
 	if rules == nil {
 		rules = func(context.Context) apiv1.RulesRetriever { return noRules{} }
@@ -206,14 +213,14 @@ func New(o Options) http.Handler {
 	if o.Jaeger != nil {
 		mux.Handle("/jaeger/", http.StripPrefix("/jaeger", o.Jaeger))
 	}
-	mux.Handle("GET /metrics", metricsHandler(o.Gatherer, o.Logger))
+	mux.Handle("GET /metrics", metricsHandler(o.Metrics, o.Gatherer, o.Logger))
 	// Go profiles, where Prometheus serves them.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return instrument(mux)
+	return instrument(o.Metrics, mux)
 }
 
 func cwd() string {
@@ -259,12 +266,13 @@ func respondError(w http.ResponseWriter, code int, typ, msg string) {
 	_ = json.NewEncoder(w).Encode(map[string]any{"status": "error", "errorType": typ, "error": msg})
 }
 
-// metricsHandler writes meshlens's own metrics, then the Prometheus-client
-// registry's, in the text format.
-func metricsHandler(g prometheus.Gatherer, logger *slog.Logger) http.Handler {
+// metricsHandler writes meshlens's own metrics (set, then the Go and process
+// metrics), then the Prometheus-client registry's, in the text format.
+func metricsHandler(set *metrics.Set, g prometheus.Gatherer, logger *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
-		metrics.WritePrometheus(w, true)
+		set.WritePrometheus(w)
+		metrics.WriteProcessMetrics(w)
 		mfs, err := g.Gather()
 		if err != nil {
 			logger.Warn("gather metrics", "err", err)
@@ -278,15 +286,20 @@ func metricsHandler(g prometheus.Gatherer, logger *slog.Logger) http.Handler {
 	})
 }
 
-// instrument counts requests by route and status code and times them.
-func instrument(next http.Handler) http.Handler {
+// durationBuckets are the upper bounds of meshlens_http_request_duration_seconds:
+// Prometheus's default buckets, extended to the longest queries.
+var durationBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}
+
+// instrument counts requests by route and status code and times them in
+// set, in a histogram with le buckets that histogram_quantile() reads.
+func instrument(set *metrics.Set, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		next.ServeHTTP(sw, r)
 		h := routeName(r.URL.Path)
-		metrics.GetOrCreateCounter(fmt.Sprintf(`meshlens_http_requests_total{handler=%q,code="%d"}`, h, sw.code)).Inc()
-		metrics.GetOrCreateHistogram(fmt.Sprintf(`meshlens_http_request_duration_seconds{handler=%q}`, h)).UpdateDuration(start)
+		set.GetOrCreateCounter(fmt.Sprintf(`meshlens_http_requests_total{handler=%q,code="%d"}`, h, sw.code)).Inc()
+		set.GetOrCreatePrometheusHistogramExt(fmt.Sprintf(`meshlens_http_request_duration_seconds{handler=%q}`, h), durationBuckets).UpdateDuration(start)
 	})
 }
 

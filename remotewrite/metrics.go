@@ -2,63 +2,64 @@ package remotewrite
 
 import (
 	"fmt"
-	"sync"
 
 	"github.com/VictoriaMetrics/metrics"
 )
 
-// Self-metrics of the receiver, exposed on /metrics.
-var (
-	writeRequestsInflight = metrics.NewCounter(`meshlens_remote_write_requests_inflight`)
-)
+// writeMetrics are the write handler's self-metrics, created once in its
+// set rather than per request.
+type writeMetrics struct {
+	v1, v2 protocolCounters
+	// rejected counts rejected samples, histograms and exemplars (and
+	// series without samples, and metadata entries) by reason.
+	rejected map[string]*metrics.Counter
+	// refused counts requests refused as a whole, by reason.
+	refused map[string]*metrics.Counter
+}
 
 // protocolCounters are the per-protocol counters of what was written and
-// of the bytes received (compressed), created once rather than per request.
+// of the bytes received (compressed).
 type protocolCounters struct {
 	samples, histograms, exemplars, bytes *metrics.Counter
 }
 
-func newProtocolCounters(protocol string) *protocolCounters {
-	kind := func(k string) *metrics.Counter {
-		return metrics.NewCounter(fmt.Sprintf(`meshlens_remote_write_received_total{protocol=%q,kind=%q}`, protocol, k))
+// newWriteMetrics creates the handler's metrics in set. inflight reports
+// the requests being decoded and appended. Every reason is exported from
+// the start, so rate() has a zero to start from.
+func newWriteMetrics(set *metrics.Set, inflight func() float64) *writeMetrics {
+	set.NewGauge(`meshlens_remote_write_requests_inflight`, inflight)
+	protocol := func(p string) protocolCounters {
+		kind := func(k string) *metrics.Counter {
+			return set.NewCounter(fmt.Sprintf(`meshlens_remote_write_received_total{protocol=%q,kind=%q}`, p, k))
+		}
+		return protocolCounters{
+			samples:    kind("sample"),
+			histograms: kind("histogram"),
+			exemplars:  kind("exemplar"),
+			bytes:      set.NewCounter(fmt.Sprintf(`meshlens_remote_write_received_bytes_total{protocol=%q}`, p)),
+		}
 	}
-	return &protocolCounters{
-		samples:    kind("sample"),
-		histograms: kind("histogram"),
-		exemplars:  kind("exemplar"),
-		bytes:      metrics.NewCounter(fmt.Sprintf(`meshlens_remote_write_received_bytes_total{protocol=%q}`, protocol)),
+	m := &writeMetrics{
+		v1:       protocol("1.0"),
+		v2:       protocol("2.0"),
+		rejected: map[string]*metrics.Counter{},
+		refused:  map[string]*metrics.Counter{},
 	}
-}
-
-var (
-	countersV1 = newProtocolCounters("1.0")
-	countersV2 = newProtocolCounters("2.0")
-)
-
-var rejectedCounters sync.Map // reason -> *metrics.Counter
-
-// rejectedCounter counts rejected samples, histograms and exemplars (and
-// series without samples, and metadata entries) by reason.
-func rejectedCounter(reason string) *metrics.Counter {
-	if c, ok := rejectedCounters.Load(reason); ok {
-		return c.(*metrics.Counter)
-	}
-	c := metrics.GetOrCreateCounter(fmt.Sprintf(`meshlens_remote_write_rejected_samples_total{reason=%q}`, reason))
-	rejectedCounters.Store(reason, c)
-	return c
-}
-
-// refusedCounter counts requests refused as a whole, by reason.
-func refusedCounter(reason string) *metrics.Counter {
-	return metrics.GetOrCreateCounter(fmt.Sprintf(`meshlens_remote_write_refused_requests_total{reason=%q}`, reason))
-}
-
-func init() {
-	// Every reason is exported from the start, so rate() has a zero to start from.
 	for _, r := range reasons {
-		rejectedCounter(r)
+		m.rejected[r] = set.NewCounter(fmt.Sprintf(`meshlens_remote_write_rejected_samples_total{reason=%q}`, r))
 	}
 	for _, r := range []string{reasonBodyTooLarge, reasonUndecodable, reasonUnsupported, reasonThrottled} {
-		refusedCounter(r)
+		m.refused[r] = set.NewCounter(fmt.Sprintf(`meshlens_remote_write_refused_requests_total{reason=%q}`, r))
+	}
+	return m
+}
+
+// count adds one request's outcome to the self-metrics.
+func (m *writeMetrics) count(c *protocolCounters, s *Stats) {
+	c.samples.Add(s.Samples)
+	c.histograms.Add(s.Histograms)
+	c.exemplars.Add(s.Exemplars)
+	for reason, n := range s.Rejected {
+		m.rejected[reason].Add(n)
 	}
 }

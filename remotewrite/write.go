@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/VictoriaMetrics/metrics"
 	remoteapi "github.com/prometheus/client_golang/exp/api/remote"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"github.com/prometheus/prometheus/storage"
@@ -33,12 +34,17 @@ type v1Request struct {
 	body, compressed []byte
 }
 
-// WriteOptions configures the write handler. All fields must be positive.
+// WriteOptions configures the write handler. Limits and MaxInflight must be
+// positive.
 type WriteOptions struct {
 	Limits
 	// MaxInflight is how many requests are decoded and appended at once; more
 	// are answered 429.
 	MaxInflight int
+	// Metrics receives the self-metrics (meshlens_remote_write_*). Nil means
+	// a private set that nothing exports. Only NewWriteHandler reads it:
+	// SetOptions keeps the handler's set.
+	Metrics *metrics.Set
 }
 
 // WriteHandler receives remote write requests. Its options can be replaced
@@ -50,6 +56,7 @@ type WriteHandler struct {
 
 	opts     atomic.Pointer[WriteOptions]
 	inflight atomic.Int64
+	metrics  *writeMetrics
 
 	reqV1 sync.Pool // *v1Request
 	reqV2 sync.Pool // *writev2.Request
@@ -59,6 +66,11 @@ type WriteHandler struct {
 // implement storage.ExemplarAppenderV2 (the TSDB head's do).
 func NewWriteHandler(logger *slog.Logger, db storage.AppendableV2, meta MetadataSink, opts WriteOptions) *WriteHandler {
 	h := &WriteHandler{logger: logger, db: db, meta: meta}
+	set := opts.Metrics
+	if set == nil {
+		set = metrics.NewSet()
+	}
+	h.metrics = newWriteMetrics(set, func() float64 { return float64(h.inflight.Load()) })
 	h.SetOptions(opts)
 	return h
 }
@@ -96,20 +108,16 @@ func (h *WriteHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, reasonThrottled, http.StatusTooManyRequests, fmt.Errorf("too many concurrent write requests (remote_write.max_inflight_requests=%d)", opts.MaxInflight))
 		return
 	}
-	writeRequestsInflight.Inc()
-	defer func() {
-		h.inflight.Add(-1)
-		writeRequestsInflight.Dec()
-	}()
+	defer h.inflight.Add(-1)
 
 	var (
 		protocol string
-		counters = countersV1
+		counters = &h.metrics.v1
 		stats    Stats
 	)
 	switch msgType {
 	case remoteapi.WriteV2MessageType:
-		protocol, counters = "2.0", countersV2
+		protocol, counters = "2.0", &h.metrics.v2
 		req, _ := h.reqV2.Get().(*writev2.Request)
 		if req == nil {
 			req = &writev2.Request{}
@@ -133,7 +141,7 @@ func (h *WriteHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	counters.bytes.Add(int(max(r.ContentLength, 0)))
-	counters.count(&stats)
+	h.metrics.count(counters, &stats)
 
 	if msgType == remoteapi.WriteV2MessageType {
 		w.Header().Set("X-Prometheus-Remote-Write-Samples-Written", strconv.Itoa(stats.Samples))
@@ -173,19 +181,9 @@ func (h *WriteHandler) ingest(r *http.Request, fn func(*ingester) error) (Stats,
 	return in.stats, nil
 }
 
-// count adds one request's outcome to the self-metrics.
-func (c *protocolCounters) count(s *Stats) {
-	c.samples.Add(s.Samples)
-	c.histograms.Add(s.Histograms)
-	c.exemplars.Add(s.Exemplars)
-	for reason, n := range s.Rejected {
-		rejectedCounter(reason).Add(n)
-	}
-}
-
 // refuse answers a request refused as a whole.
 func (h *WriteHandler) refuse(w http.ResponseWriter, reason string, code int, err error) {
-	refusedCounter(reason).Inc()
+	h.metrics.refused[reason].Inc()
 	h.logger.Debug("remote write refused", "reason", reason, "err", err)
 	http.Error(w, err.Error(), code)
 }

@@ -14,11 +14,14 @@ import (
 	"os/signal"
 	"path/filepath"
 	"reflect"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/oklog/run"
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -72,6 +75,7 @@ type Main struct {
 	aggr      *aggregate.Aggregator // nil without aggregation rules
 	rules     *rules.Engine
 	traces    *tracing
+	metrics   *metrics.Set // meshlens's own metrics, shown on /metrics
 	ln        net.Listener
 	srv       *http.Server
 }
@@ -131,6 +135,7 @@ func (m *Main) Open() (err error) {
 		}
 	}()
 	reg := prometheus.NewRegistry()
+	m.metrics = newMetrics()
 	bucketYAML, err := bucketConfig(cfg.Storage, m.DataDir)
 	if err != nil {
 		return err
@@ -188,16 +193,18 @@ func (m *Main) Open() (err error) {
 	// on their way to the TSDB.
 	var ingest storage.AppendableV2 = m.db
 	if len(cfg.Aggregation.Rules) > 0 {
-		if m.aggr, err = newAggregator(m.db, cfg.Aggregation, m.logger.With("component", "aggregation")); err != nil {
+		if m.aggr, err = newAggregator(m.db, cfg.Aggregation, m.logger.With("component", "aggregation"), m.metrics); err != nil {
 			return err
 		}
 		ingest = m.aggr
 	}
-	if m.traces, err = openTraces(cfg.Traces, time.Duration(cfg.Storage.LocalRetention), m.DataDir, bkt, m.Compact, m.logger, quietLogger); err != nil {
+	if m.traces, err = openTraces(cfg.Traces, time.Duration(cfg.Storage.LocalRetention), m.DataDir, bkt, m.Compact, m.metrics, m.logger, quietLogger); err != nil {
 		return err
 	}
 	meta := remotewrite.NewMetadataStore()
-	m.write = remotewrite.NewWriteHandler(m.logger.With("component", "remote write"), ingest, meta, writeOptions(cfg))
+	wo := writeOptions(cfg)
+	wo.Metrics = m.metrics
+	m.write = remotewrite.NewWriteHandler(m.logger.With("component", "remote write"), ingest, meta, wo)
 	rr := cfg.RemoteRead
 	read := remotewrite.NewReadHandler(m.logger.With("component", "remote read"), reg, store, remotewrite.ReadOptions{
 		SampleLimit: rr.SampleLimit, ConcurrentLimit: rr.ConcurrentLimit, MaxBytesInFrame: int(rr.MaxBytesInFrame),
@@ -229,6 +236,7 @@ func (m *Main) Open() (err error) {
 		Write:         m.write,
 		Read:          read,
 		Metadata:      meta,
+		Metrics:       m.metrics,
 		Gatherer:      reg,
 		DataDir:       m.DataDir,
 		ListenAddress: m.ln.Addr().String(),
@@ -237,6 +245,7 @@ func (m *Main) Open() (err error) {
 		QueryTimeout:  time.Duration(q.Timeout),
 		Parser:        newParser(q),
 		Version:       Version,
+		Revision:      revision(),
 		Ready:         func() bool { return true },
 		Reload:        m.Reload,
 		LastReload:    m.lastReload,
@@ -251,6 +260,29 @@ func (m *Main) Open() (err error) {
 	m.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second}
 	m.logger.Info("meshlens started", "listen", m.ln.Addr().String(), "data_dir", m.DataDir, "config", m.ConfigFile, "version", Version)
 	return nil
+}
+
+// newMetrics returns the set of one server's own metrics, holding
+// meshlens_build_info; the components add theirs. /metrics shows it with
+// HELP and TYPE lines.
+func newMetrics() *metrics.Set {
+	metrics.ExposeMetadata(true)
+	set := metrics.NewSet()
+	set.NewGauge(fmt.Sprintf(`meshlens_build_info{version=%q,revision=%q,goversion=%q}`, Version, revision(), runtime.Version()), func() float64 { return 1 })
+	return set
+}
+
+// revision is the VCS revision the binary was built from, if the build
+// recorded it.
+func revision() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return ""
 }
 
 // Addr is the address the server listens on, once Open returned.
@@ -551,8 +583,8 @@ func writeOptions(cfg config.Config) remotewrite.WriteOptions {
 	}
 }
 
-func newAggregator(db storage.AppendableV2, c config.AggregationConfig, logger *slog.Logger) (*aggregate.Aggregator, error) {
-	opts := aggregate.Options{FlushDelay: time.Duration(c.FlushDelay), Logger: logger}
+func newAggregator(db storage.AppendableV2, c config.AggregationConfig, logger *slog.Logger, set *metrics.Set) (*aggregate.Aggregator, error) {
+	opts := aggregate.Options{FlushDelay: time.Duration(c.FlushDelay), Logger: logger, Metrics: set}
 	for i, r := range c.Rules {
 		ms, err := parser.NewParser(parser.Options{}).ParseMetricSelector(r.Match)
 		if err != nil {

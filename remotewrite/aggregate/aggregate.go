@@ -82,6 +82,9 @@ type Options struct {
 	Logger     *slog.Logger
 	// Now is the wall clock; nil means time.Now.
 	Now func() time.Time
+	// Metrics receives the self-metrics (meshlens_aggregation_*). Nil
+	// means a private set that nothing exports.
+	Metrics *metrics.Set
 }
 
 // shards per rule: inputs are spread over them by their hash, outputs by
@@ -96,6 +99,7 @@ type Aggregator struct {
 	rules  []*rule
 	logger *slog.Logger
 	now    func() time.Time
+	m      *aggMetrics
 
 	maxT    atomic.Int64 // newest sample time seen, ms
 	flushMu sync.Mutex   // one flush at a time
@@ -118,6 +122,11 @@ func New(next storage.AppendableV2, opts Options) (*Aggregator, error) {
 	if a.now == nil {
 		a.now = time.Now
 	}
+	set := opts.Metrics
+	if set == nil {
+		set = metrics.NewSet()
+	}
+	a.m = newAggMetrics(set)
 	if opts.FlushDelay < 0 {
 		return nil, fmt.Errorf("flush delay %s must not be negative", opts.FlushDelay)
 	}
@@ -127,6 +136,7 @@ func New(next storage.AppendableV2, opts Options) (*Aggregator, error) {
 			return nil, fmt.Errorf("aggregation rule %d: %w", i, err)
 		}
 		ru.swept, ru.lastWM = minTime, minTime
+		ru.m = a.m
 		ru.nameOnly = i < 64 && !slices.ContainsFunc(r.Match, func(m *labels.Matcher) bool { return m.Name != labels.MetricName })
 		a.rules = append(a.rules, ru)
 	}
@@ -190,13 +200,27 @@ func (a *Aggregator) Outputs() int {
 	return n
 }
 
-var (
-	aggregatedSamples = metrics.NewCounter(`meshlens_aggregation_input_samples_total`)
-	ignoredOld        = metrics.NewCounter(`meshlens_aggregation_ignored_samples_total{reason="out_of_order"}`)
-	ignoredNaN        = metrics.NewCounter(`meshlens_aggregation_ignored_samples_total{reason="nan"}`)
-	outputSamples     = metrics.NewCounter(`meshlens_aggregation_output_samples_total`)
-	outputFailures    = metrics.NewCounter(`meshlens_aggregation_output_failures_total`)
-)
+// aggMetrics are an Aggregator's self-metrics.
+type aggMetrics struct {
+	// inputSamples counts the samples aggregated (each once per matching rule).
+	inputSamples *metrics.Counter
+	// ignoredOld and ignoredNaN count inputs left out: not newer than the
+	// input's last sample, or NaN (stale markers).
+	ignoredOld, ignoredNaN *metrics.Counter
+	// outputSamples and outputFailures count the aggregated samples written
+	// to the next storage and those it refused.
+	outputSamples, outputFailures *metrics.Counter
+}
+
+func newAggMetrics(set *metrics.Set) *aggMetrics {
+	return &aggMetrics{
+		inputSamples:   set.NewCounter(`meshlens_aggregation_input_samples_total`),
+		ignoredOld:     set.NewCounter(`meshlens_aggregation_ignored_samples_total{reason="out_of_order"}`),
+		ignoredNaN:     set.NewCounter(`meshlens_aggregation_ignored_samples_total{reason="nan"}`),
+		outputSamples:  set.NewCounter(`meshlens_aggregation_output_samples_total`),
+		outputFailures: set.NewCounter(`meshlens_aggregation_output_failures_total`),
+	}
+}
 
 // rule is a Rule ready to match and split series.
 type rule struct {
@@ -211,6 +235,7 @@ type rule struct {
 	swept     int64 // wall-clock time of the last sweep of stale inputs
 	lastWM    int64 // sample time up to which the last flush wrote
 	nameOnly  bool  // every matcher is on the metric name
+	m         *aggMetrics
 }
 
 func newRule(r Rule) (*rule, error) {

@@ -70,7 +70,7 @@ func (ap *appender) buffer(ls labels.Labels, t int64, v float64, ex *exemplar.Ex
 		}
 		drop = drop || r.DropInput
 		if ex == nil && math.IsNaN(v) {
-			ignoredNaN.Inc() // a stale marker, or a gap: no increase
+			ap.a.m.ignoredNaN.Inc() // a stale marker, or a gap: no increase
 			continue
 		}
 		if !hashed {
@@ -96,7 +96,7 @@ func (ap *appender) Commit() error {
 			}
 		}
 	}
-	aggregatedSamples.Add(ap.n)
+	ap.a.m.inputSamples.Add(ap.n)
 	for {
 		cur := ap.a.maxT.Load()
 		if ap.maxT <= cur || ap.a.maxT.CompareAndSwap(cur, ap.maxT) {

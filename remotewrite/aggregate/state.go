@@ -110,7 +110,7 @@ func (r *rule) apply(s *inShard, ops []op, recv int64) {
 			continue
 		}
 		if known && o.t <= in.lastT {
-			ignoredOld.Inc()
+			r.m.ignoredOld.Inc()
 			continue
 		}
 		d := o.v - in.last
@@ -225,7 +225,7 @@ func (r *rule) flush(ctx context.Context, next storage.AppendableV2, now, wall, 
 		}
 		r.swept = wall
 	}
-	return write(ctx, next, pts)
+	return r.write(ctx, next, pts)
 }
 
 // flushOutput appends the due intervals of out to pts and reports whether
@@ -262,12 +262,12 @@ func (r *rule) flushOutput(out *output, now, wall, delay int64, all bool, pts *[
 }
 
 // write appends the points in transactions of at most 10,000 samples.
-func write(ctx context.Context, next storage.AppendableV2, pts []point) error {
+func (r *rule) write(ctx context.Context, next storage.AppendableV2, pts []point) error {
 	const batch = 10000
 	var firstErr error
 	for len(pts) > 0 {
 		n := min(batch, len(pts))
-		if err := writeBatch(ctx, next, pts[:n]); err != nil && firstErr == nil {
+		if err := r.writeBatch(ctx, next, pts[:n]); err != nil && firstErr == nil {
 			firstErr = err
 		}
 		pts = pts[n:]
@@ -277,7 +277,7 @@ func write(ctx context.Context, next storage.AppendableV2, pts []point) error {
 
 // writeBatch appends points in one transaction. Only the flush goroutine
 // reads and writes output refs.
-func writeBatch(ctx context.Context, next storage.AppendableV2, pts []point) error {
+func (r *rule) writeBatch(ctx context.Context, next storage.AppendableV2, pts []point) error {
 	app := next.AppenderV2(ctx)
 	failed := 0
 	var firstErr error
@@ -299,10 +299,10 @@ func writeBatch(ctx context.Context, next storage.AppendableV2, pts []point) err
 		}
 	}
 	if err := app.Commit(); err != nil {
-		outputFailures.Add(len(pts))
+		r.m.outputFailures.Add(len(pts))
 		return fmt.Errorf("commit %d aggregated samples: %w", len(pts), err)
 	}
-	outputSamples.Add(len(pts) - failed)
-	outputFailures.Add(failed)
+	r.m.outputSamples.Add(len(pts) - failed)
+	r.m.outputFailures.Add(failed)
 	return firstErr
 }
