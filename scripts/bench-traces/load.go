@@ -250,6 +250,7 @@ func traceIDs(format string, body []byte) []string {
 // lookupResult is the latency of trace-by-id lookups.
 type lookupResult struct {
 	receiver, where string
+	spans           int64 // spans the receiver held
 	lat             []time.Duration
 	notFound, errs  int
 	firstErr        string

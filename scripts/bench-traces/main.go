@@ -58,7 +58,6 @@ type bench struct {
 	badgerSpans                 int64
 	ingest, rss                 []*loadResult
 	lat                         []*lookupResult
-	cold                        []time.Duration
 	disk                        []diskRow
 	meshlensWarnings            []string
 	loadavgStart, loadavgFinish string
@@ -324,8 +323,10 @@ func (b *bench) runLatency() {
 		dir := filepath.Join(b.dir, "latency-"+name)
 		s, err := b.start(name, dir, "")
 		check(err)
-		ids := b.latencyLoadRun(s)
-		b.lat = append(b.lat, lookup(s, "after the load", ids))
+		ids, spans := b.latencyLoadRun(s)
+		r := lookup(s, "after the load", ids)
+		r.spans = spans
+		b.lat = append(b.lat, r)
 		s.stop()
 		b.note(s)
 	}
@@ -333,7 +334,7 @@ func (b *bench) runLatency() {
 
 // latencyLoadRun sends -latency-load of spans through the recorder and
 // returns -lookups of their trace ids.
-func (b *bench) latencyLoadRun(s *server) []string {
+func (b *bench) latencyLoadRun(s *server) ([]string, int64) {
 	rec, err := startRecorder(s.otlpURL, "otlp")
 	check(err)
 	defer rec.close()
@@ -346,7 +347,7 @@ func (b *bench) latencyLoadRun(s *server) []string {
 	if len(ids) == 0 {
 		fatalf("latency: %s accepted no request (status codes %v)", s.name, res.sum.StatusCodes)
 	}
-	return ids
+	return ids, res.sum.SpansAccepted
 }
 
 func (b *bench) meshlensLatency() {
@@ -355,7 +356,12 @@ func (b *bench) meshlensLatency() {
 	s, err := b.start(meshlensName, dir, cfg)
 	check(err)
 	defer func() { s.stop() }()
-	ids := b.latencyLoadRun(s)
+	ids, spans := b.latencyLoadRun(s)
+	defer func(n int) {
+		for _, r := range b.lat[n:] {
+			r.spans = spans
+		}
+	}(len(b.lat))
 
 	m, err := s.metrics()
 	check(err)
@@ -382,6 +388,7 @@ func (b *bench) meshlensLatency() {
 	// at start deletes shipped local blocks older than local_retention)
 	// with an empty cache: its first lookup downloads it.
 	time.Sleep(b.localRetention)
+	cold := &lookupResult{receiver: meshlensName, where: "bucket block, cold (first lookup after a restart with an empty traces-cache)"}
 	warm := &lookupResult{receiver: meshlensName, where: "bucket block, warm"}
 	for i := range max(b.coldRestarts, 1) {
 		check(os.RemoveAll(filepath.Join(dir, "data", "traces-cache")))
@@ -390,9 +397,11 @@ func (b *bench) meshlensLatency() {
 		check(s.waitMetrics(time.Minute, "the local block deleted and the bucket listed", func(m map[string]float64) bool {
 			return m["meshlens_traces_local_blocks"] == 0 && m["meshlens_traces_bucket_blocks"] >= 1
 		}))
-		r := lookup(s, "bucket block, cold", ids[i%len(ids):i%len(ids)+1])
+		r := lookup(s, cold.where, ids[i%len(ids):i%len(ids)+1])
+		cold.lat = append(cold.lat, r.lat...)
+		cold.notFound += r.notFound
+		cold.errs += r.errs
 		if len(r.lat) == 1 {
-			b.cold = append(b.cold, r.lat[0])
 			progress("   cold lookup after restart %d: %.1f ms", i+1, float64(r.lat[0])/1e6)
 		}
 		if m, err := s.metrics(); err == nil && m["meshlens_traces_bucket_blocks_downloaded_total"] < 1 {
@@ -404,7 +413,7 @@ func (b *bench) meshlensLatency() {
 		s.stop()
 		b.note(s)
 	}
-	b.lat = append(b.lat, warm)
+	b.lat = append(b.lat, cold, warm)
 }
 
 // note keeps the lines meshlens logged (at warn and above).
@@ -466,21 +475,12 @@ func (b *bench) print() {
 	}
 
 	if len(b.lat) > 0 {
-		fmt.Printf("\n## Trace by id, %d lookups per case one at a time, after %s at %s (OTLP)\n\n", b.lookups, b.latencyLoad, rateName(b.rssRate))
-		fmt.Println("| receiver | trace read from | lookups | p50 ms | p99 ms | max ms | not found | errors |")
-		fmt.Println("|---|---|---:|---:|---:|---:|---:|---:|")
+		fmt.Printf("\n## Trace by id, %d lookups per case one at a time (cold: one per restart), after %s of load at %s (OTLP)\n\n", b.lookups, b.latencyLoad, rateName(b.rssRate))
+		fmt.Println("| receiver | trace read from | spans stored | lookups | p50 ms | p99 ms | max ms | not found | errors |")
+		fmt.Println("|---|---|---:|---:|---:|---:|---:|---:|---:|")
 		for _, r := range b.lat {
-			fmt.Printf("| %s | %s | %d | %.2f | %.2f | %.2f | %d | %d |\n", r.receiver, r.where, len(r.lat)+r.notFound+r.errs,
+			fmt.Printf("| %s | %s | %d | %d | %.2f | %.2f | %.2f | %d | %d |\n", r.receiver, r.where, r.spans, len(r.lat)+r.notFound+r.errs,
 				quantileMS(r.lat, 0.5), quantileMS(r.lat, 0.99), quantileMS(r.lat, 1), r.notFound, r.errs)
-		}
-		if len(b.cold) > 0 {
-			var ms []string
-			for _, d := range b.cold {
-				ms = append(ms, fmt.Sprintf("%.1f", float64(d)/1e6))
-			}
-			fmt.Printf("| %s | bucket block, cold (first lookup after a restart, empty traces-cache) | %d | %.2f | | %.2f | | |\n",
-				meshlensName, len(b.cold), quantileMS(b.cold, 0.5), quantileMS(b.cold, 1))
-			fmt.Printf("\ncold lookups, ms: %s\n", strings.Join(ms, ", "))
 		}
 		for _, bar := range []struct {
 			where string
