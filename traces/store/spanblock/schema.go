@@ -35,11 +35,15 @@ type spanRow struct {
 
 // attrRow is an attribute. Every value column is stored whatever the type
 // (most are zero and cost next to nothing once encoded), so that a row
-// round-trips exactly.
+// round-trips exactly. Str has no dictionary: its values (URLs, request
+// ids, node ids) are of high cardinality, and a lookup would decode the
+// row group's whole dictionary to read a few rows (measured: 2.8ms per
+// trace lookup with it, 0.8ms without, for 12% more bytes; zstd still
+// finds the repeats within a page).
 type attrRow struct {
 	Key   string  `parquet:"key,dict"`
 	Type  uint8   `parquet:"type"`
-	Str   string  `parquet:"str,dict"`
+	Str   string  `parquet:"str"`
 	Int   int64   `parquet:"int"`
 	Float float64 `parquet:"float"`
 	Bool  bool    `parquet:"bool"`

@@ -91,7 +91,7 @@ type ServiceOperation struct {
 
 // Defaults of WriteOptions.
 const (
-	DefaultRowGroupSpans = 8192
+	DefaultRowGroupSpans = 2048
 	DefaultBloomFPRate   = 0.01
 	DefaultMaxTagValues  = 1000
 	DefaultMaxTagKeys    = 1000
