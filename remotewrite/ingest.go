@@ -20,6 +20,8 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"github.com/prometheus/prometheus/storage"
+
+	"github.com/meshlens/meshlens/remotewrite/decode"
 )
 
 // maxAheadTime is how far in the future a sample may be, as in Prometheus's
@@ -138,7 +140,7 @@ func (in *ingester) rollback() { _ = in.app.Rollback() }
 
 // ingestV1 appends a remote write 1.0 request. It returns an error only for a
 // storage failure; rejected data is counted in in.stats.
-func (in *ingester) ingestV1(req *WriteRequestV1) error {
+func (in *ingester) ingestV1(req *decode.WriteRequestV1) error {
 	for i := range req.Timeseries {
 		ts := &req.Timeseries[i]
 		ls, err := in.labels(ts.Labels)

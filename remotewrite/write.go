@@ -1,6 +1,7 @@
-// Package remotewrite receives Prometheus remote write 1.0 and 2.0 and serves
-// remote read. Decoding (decode.go) is apart from transport and storage;
-// the handlers depend only on storage interfaces.
+// Package remotewrite receives Prometheus remote write 1.0 and 2.0: the
+// transport. Decoding is in package decode, apart from transport and
+// storage; the handler appends to the next storage.AppendableV2 of the
+// ingest chain and depends only on storage interfaces.
 package remotewrite
 
 import (
@@ -9,13 +10,14 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"sync"
 	"sync/atomic"
 
 	"github.com/VictoriaMetrics/metrics"
 	remoteapi "github.com/prometheus/client_golang/exp/api/remote"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"github.com/prometheus/prometheus/storage"
+
+	"github.com/meshlens/meshlens/remotewrite/decode"
 )
 
 // Reasons a whole request is refused; they label
@@ -27,17 +29,10 @@ const (
 	reasonThrottled    = "throttled"
 )
 
-// v1Request is a pooled remote write 1.0 request with the buffers its
-// strings alias.
-type v1Request struct {
-	req              WriteRequestV1
-	body, compressed []byte
-}
-
 // WriteOptions configures the write handler. Limits and MaxInflight must be
 // positive.
 type WriteOptions struct {
-	Limits
+	decode.Limits
 	// MaxInflight is how many requests are decoded and appended at once; more
 	// are answered 429.
 	MaxInflight int
@@ -57,9 +52,6 @@ type WriteHandler struct {
 	opts     atomic.Pointer[WriteOptions]
 	inflight atomic.Int64
 	metrics  *writeMetrics
-
-	reqV1 sync.Pool // *v1Request
-	reqV2 sync.Pool // *writev2.Request
 }
 
 // NewWriteHandler returns a handler for POST /api/v1/write. db's appenders must
@@ -99,7 +91,7 @@ func (h *WriteHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	opts := h.opts.Load()
 	if r.ContentLength > int64(opts.MaxBodyBytes) {
-		h.refuse(w, reasonBodyTooLarge, http.StatusRequestEntityTooLarge, fmt.Errorf("%w: %d bytes, limit %d (remote_write.max_request_bytes)", ErrBodyTooLarge, r.ContentLength, opts.MaxBodyBytes))
+		h.refuse(w, reasonBodyTooLarge, http.StatusRequestEntityTooLarge, fmt.Errorf("%w: %d bytes, limit %d (remote_write.max_request_bytes)", decode.ErrBodyTooLarge, r.ContentLength, opts.MaxBodyBytes))
 		return
 	}
 	if n := h.inflight.Add(1); n > int64(opts.MaxInflight) {
@@ -118,27 +110,18 @@ func (h *WriteHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch msgType {
 	case remoteapi.WriteV2MessageType:
 		protocol, counters = "2.0", &h.metrics.v2
-		req, _ := h.reqV2.Get().(*writev2.Request)
-		if req == nil {
-			req = &writev2.Request{}
-		}
-		defer h.reqV2.Put(req)
-		req.Reset()
-		if err = Decode(r.Body, opts.Limits, req); err == nil {
+		err = decode.ParseV2(r.Body, opts.Limits, func(req *writev2.Request) (err error) {
 			stats, err = h.ingest(r, func(in *ingester) error { return in.ingestV2(req) })
-		}
+			return err
+		})
 	default:
 		protocol = "1.0"
-		v1, _ := h.reqV1.Get().(*v1Request)
-		if v1 == nil {
-			v1 = &v1Request{}
-		}
-		// The request's label strings alias v1.body: it goes back to the
-		// pool only once ingestion no longer uses them.
-		defer h.reqV1.Put(v1)
-		if err = DecodeV1(r.Body, opts.Limits, &v1.req, &v1.body, &v1.compressed); err == nil {
-			stats, err = h.ingest(r, func(in *ingester) error { return in.ingestV1(&v1.req) })
-		}
+		// The request's label strings alias a pooled buffer: ingestion
+		// copies what storage keeps before ParseV1 returns.
+		err = decode.ParseV1(r.Body, opts.Limits, func(req *decode.WriteRequestV1) (err error) {
+			stats, err = h.ingest(r, func(in *ingester) error { return in.ingestV1(req) })
+			return err
+		})
 	}
 	counters.bytes.Add(int(max(r.ContentLength, 0)))
 	h.metrics.count(counters, &stats)
@@ -149,7 +132,7 @@ func (h *WriteHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Prometheus-Remote-Write-Exemplars-Written", strconv.Itoa(stats.Exemplars))
 	}
 	switch {
-	case errors.Is(err, ErrBodyTooLarge):
+	case errors.Is(err, decode.ErrBodyTooLarge):
 		h.refuse(w, reasonBodyTooLarge, http.StatusRequestEntityTooLarge, err)
 	case errors.Is(err, ErrStorage):
 		h.logger.Error("remote write failed", "err", err)

@@ -18,6 +18,9 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	promtsdb "github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
+
+	"github.com/meshlens/meshlens/remotewrite/decode"
+	"github.com/meshlens/meshlens/remotewrite/internal/writetest"
 )
 
 const (
@@ -25,7 +28,7 @@ const (
 	ctV2 = "application/x-protobuf;proto=io.prometheus.write.v2.Request"
 )
 
-var testLimits = WriteOptions{Limits: Limits{MaxBodyBytes: 1 << 20, MaxDecodedBytes: 1 << 20}, MaxInflight: 4}
+var testLimits = WriteOptions{Limits: decode.Limits{MaxBodyBytes: 1 << 20, MaxDecodedBytes: 1 << 20}, MaxInflight: 4}
 
 func openDB(t testing.TB) *promtsdb.DB {
 	t.Helper()
@@ -39,16 +42,7 @@ func openDB(t testing.TB) *promtsdb.DB {
 
 // series builds a 1.0 series from alternating names and values, unsorted and
 // invalid ones included, with one sample per timestamp.
-func series(v float64, ts []int64, nv ...string) prompb.TimeSeries {
-	s := prompb.TimeSeries{}
-	for i := 0; i < len(nv); i += 2 {
-		s.Labels = append(s.Labels, prompb.Label{Name: nv[i], Value: nv[i+1]})
-	}
-	for _, t := range ts {
-		s.Samples = append(s.Samples, prompb.Sample{Timestamp: t, Value: v})
-	}
-	return s
-}
+var series = writetest.Series
 
 func v1Body(t testing.TB, ts ...prompb.TimeSeries) []byte {
 	b, err := (&prompb.WriteRequest{Timeseries: ts}).Marshal()

@@ -35,9 +35,11 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/meshlens/meshlens/api"
+	"github.com/meshlens/meshlens/api/remoteread"
 	"github.com/meshlens/meshlens/config"
 	"github.com/meshlens/meshlens/remotewrite"
 	"github.com/meshlens/meshlens/remotewrite/aggregate"
+	"github.com/meshlens/meshlens/remotewrite/decode"
 	"github.com/meshlens/meshlens/rules"
 	"github.com/meshlens/meshlens/tsdb"
 	"github.com/meshlens/meshlens/tsdb/bucketstore"
@@ -189,14 +191,23 @@ func (m *Main) Open() (err error) {
 	}
 	m.engine = newEngine(q, m.logger.With("component", "query engine"), reg, tracker)
 
-	// Remote-written series pass the stream aggregation, if configured,
-	// on their way to the TSDB.
-	var ingest storage.AppendableV2 = m.db
+	// The ingest chain: remote write, then each stage in order, then the
+	// TSDB. HA-pair dedup and per-cluster limits are stages before the
+	// stream aggregation.
+	var stages []ingestStage
 	if len(cfg.Aggregation.Rules) > 0 {
-		if m.aggr, err = newAggregator(m.db, cfg.Aggregation, m.logger.With("component", "aggregation"), m.metrics); err != nil {
-			return err
-		}
-		ingest = m.aggr
+		stages = append(stages, func(next storage.AppendableV2) (storage.AppendableV2, error) {
+			a, err := newAggregator(next, cfg.Aggregation, m.logger.With("component", "aggregation"), m.metrics)
+			if err != nil {
+				return nil, err
+			}
+			m.aggr = a
+			return a, nil
+		})
+	}
+	ingest, err := ingestChain(m.db, stages...)
+	if err != nil {
+		return err
 	}
 	if m.traces, err = openTraces(cfg.Traces, time.Duration(cfg.Storage.LocalRetention), m.DataDir, bkt, m.Compact, m.metrics, m.logger, quietLogger); err != nil {
 		return err
@@ -206,7 +217,7 @@ func (m *Main) Open() (err error) {
 	wo.Metrics = m.metrics
 	m.write = remotewrite.NewWriteHandler(m.logger.With("component", "remote write"), ingest, meta, wo)
 	rr := cfg.RemoteRead
-	read := remotewrite.NewReadHandler(m.logger.With("component", "remote read"), reg, store, remotewrite.ReadOptions{
+	read := remoteread.NewHandler(m.logger.With("component", "remote read"), reg, store, remoteread.Options{
 		SampleLimit: rr.SampleLimit, ConcurrentLimit: rr.ConcurrentLimit, MaxBytesInFrame: int(rr.MaxBytesInFrame),
 	})
 
@@ -578,9 +589,26 @@ func bucketConfig(s config.StorageConfig, dataDir string) ([]byte, error) {
 func writeOptions(cfg config.Config) remotewrite.WriteOptions {
 	rw := cfg.RemoteWrite
 	return remotewrite.WriteOptions{
-		Limits:      remotewrite.Limits{MaxBodyBytes: int(rw.MaxRequestBytes), MaxDecodedBytes: int(rw.MaxDecodedBytes)},
+		Limits:      decode.Limits{MaxBodyBytes: int(rw.MaxRequestBytes), MaxDecodedBytes: int(rw.MaxDecodedBytes)},
 		MaxInflight: rw.MaxInflightRequests,
 	}
+}
+
+// ingestStage is a decorator of the ingest chain: a storage.AppendableV2
+// that passes what it keeps to next.
+type ingestStage func(next storage.AppendableV2) (storage.AppendableV2, error)
+
+// ingestChain puts stages in front of tail: remote-written samples pass
+// stages[0] first and reach tail last.
+func ingestChain(tail storage.AppendableV2, stages ...ingestStage) (storage.AppendableV2, error) {
+	app := tail
+	for i := len(stages) - 1; i >= 0; i-- {
+		var err error
+		if app, err = stages[i](app); err != nil {
+			return nil, err
+		}
+	}
+	return app, nil
 }
 
 func newAggregator(db storage.AppendableV2, c config.AggregationConfig, logger *slog.Logger, set *metrics.Set) (*aggregate.Aggregator, error) {

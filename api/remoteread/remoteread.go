@@ -1,4 +1,7 @@
-package remotewrite
+// Package remoteread serves Prometheus remote read (POST /api/v1/read), a
+// query-side handler beside the HTTP API: SAMPLES and STREAMED_XOR_CHUNKS
+// answers over any storage.SampleAndChunkQueryable.
+package remoteread
 
 import (
 	"log/slog"
@@ -10,9 +13,9 @@ import (
 	"github.com/prometheus/prometheus/storage/remote"
 )
 
-// ReadOptions configures remote read. Zero SampleLimit or ConcurrentLimit
+// Options configures remote read. Zero SampleLimit or ConcurrentLimit
 // means no limit; MaxBytesInFrame must be positive.
-type ReadOptions struct {
+type Options struct {
 	// SampleLimit is the most samples a SAMPLES-type answer may hold.
 	SampleLimit int
 	// ConcurrentLimit is how many remote read requests run at once.
@@ -21,12 +24,12 @@ type ReadOptions struct {
 	MaxBytesInFrame int
 }
 
-// NewReadHandler returns the handler for POST /api/v1/read. It is Prometheus's
+// NewHandler returns the handler for POST /api/v1/read. It is Prometheus's
 // own remote-read handler, so both response types (SAMPLES and
 // STREAMED_XOR_CHUNKS), content negotiation, limits and errors are exactly
 // Prometheus's. The request body is bounded (32 MiB compressed and decoded)
 // before anything is allocated for it.
-func NewReadHandler(logger *slog.Logger, reg prometheus.Registerer, q storage.SampleAndChunkQueryable, o ReadOptions) http.Handler {
+func NewHandler(logger *slog.Logger, reg prometheus.Registerer, q storage.SampleAndChunkQueryable, o Options) http.Handler {
 	noExternalLabels := func() promconfig.Config { return promconfig.Config{} }
 	limit := o.ConcurrentLimit
 	if limit <= 0 {

@@ -1,4 +1,4 @@
-package remotewrite
+package decode
 
 import (
 	"encoding/binary"

@@ -1,4 +1,9 @@
-package remotewrite
+// Package decode reads the bodies of remote write 1.0 and 2.0 requests
+// (and of remote read requests): snappy block format, with the compressed
+// size bounded while reading and the declared decoded size checked before
+// anything is allocated for it, then protobuf. It imports neither net/http
+// nor storage: callers hand it an io.Reader, Limits and a callback.
+package decode
 
 import (
 	"errors"
@@ -9,7 +14,8 @@ import (
 	"github.com/golang/snappy"
 )
 
-// Errors returned by Decode. The write handler maps them to status codes.
+// Errors of Decode, DecodeV1, ParseV1 and ParseV2. The write handler maps
+// them to status codes; every other error is an undecodable body.
 var (
 	// ErrBodyTooLarge means the compressed body exceeds Limits.MaxBodyBytes (413).
 	ErrBodyTooLarge = errors.New("request body too large")
@@ -18,7 +24,7 @@ var (
 	ErrDecodedTooLarge = errors.New("decoded request too large")
 )
 
-// Limits bounds what Decode reads and allocates. Both must be positive.
+// Limits bounds what a body may take. Both must be positive.
 type Limits struct {
 	// MaxBodyBytes is the largest compressed body accepted.
 	MaxBodyBytes int

@@ -1,4 +1,4 @@
-package remotewrite
+package decode
 
 import (
 	"bytes"
@@ -14,6 +14,8 @@ import (
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/meshlens/meshlens/remotewrite/internal/writetest"
 )
 
 // TestUnmarshalV1MatchesGogo decodes random requests with both the generated
@@ -41,14 +43,14 @@ func TestUnmarshalV1MatchesGogo(t *testing.T) {
 func TestUnmarshalV1Reuse(t *testing.T) {
 	first := marshalV1(t, &prompb.WriteRequest{
 		Timeseries: []prompb.TimeSeries{
-			series(1, []int64{1, 2, 3}, "__name__", "first", "job", "a", "instance", "x"),
-			series(2, []int64{4}, "__name__", "first", "job", "b"),
+			writetest.Series(1, []int64{1, 2, 3}, "__name__", "first", "job", "a", "instance", "x"),
+			writetest.Series(2, []int64{4}, "__name__", "first", "job", "b"),
 			{Labels: []prompb.Label{{Name: "__name__", Value: "h"}}, Histograms: []prompb.Histogram{prompb.FromIntHistogram(5, randIntHistogram(rand.New(rand.NewPCG(3, 4))))},
 				Exemplars: []prompb.Exemplar{{Labels: []prompb.Label{{Name: "trace_id", Value: "abc"}}, Value: 1, Timestamp: 5}}},
 		},
 		Metadata: []prompb.MetricMetadata{{Type: prompb.MetricMetadata_COUNTER, MetricFamilyName: "first", Help: "h", Unit: "u"}},
 	})
-	second := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{series(7, []int64{9}, "__name__", "second")}}
+	second := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{writetest.Series(7, []int64{9}, "__name__", "second")}}
 	var m WriteRequestV1
 	if err := m.Unmarshal(first); err != nil {
 		t.Fatal(err)
@@ -72,7 +74,7 @@ func TestUnmarshalV1Reuse(t *testing.T) {
 		t.Fatalf("second request decoded as %+v", ts)
 	}
 
-	body := requestsV1(t, istioSeries(2000), 2000, 1)[0]
+	body := writetest.RequestsV1(t, writetest.IstioSeries(2000), 2000, 1)[0]
 	raw, err := snappy.Decode(nil, body)
 	if err != nil {
 		t.Fatal(err)
@@ -90,12 +92,12 @@ func TestUnmarshalV1Reuse(t *testing.T) {
 
 	var buf, compressed []byte
 	r := bytes.NewReader(body)
-	if err := DecodeV1(r, benchLimits.Limits, &m, &buf, &compressed); err != nil {
+	if err := DecodeV1(r, benchLimits, &m, &buf, &compressed); err != nil {
 		t.Fatal(err)
 	}
 	if allocs := testing.AllocsPerRun(10, func() {
 		r.Reset(body)
-		if err := DecodeV1(r, benchLimits.Limits, &m, &buf, &compressed); err != nil {
+		if err := DecodeV1(r, benchLimits, &m, &buf, &compressed); err != nil {
 			t.Fatal(err)
 		}
 	}); allocs > 0 {
@@ -111,7 +113,7 @@ func TestUnmarshalV1Reuse(t *testing.T) {
 }
 
 func TestDecodeV1Limits(t *testing.T) {
-	raw := marshalV1(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{series(1, []int64{1}, "__name__", strings.Repeat("a", 1000))}})
+	raw := marshalV1(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{writetest.Series(1, []int64{1}, "__name__", strings.Repeat("a", 1000))}})
 	body := snappy.Encode(nil, raw)
 	for _, tc := range []struct {
 		name string
@@ -230,7 +232,7 @@ func FuzzUnmarshalV1(f *testing.F) {
 // snappy decoding.
 func BenchmarkUnmarshalV1(b *testing.B) {
 	const n = 2000
-	body := requestsV1(b, istioSeries(n), n, 1)[0]
+	body := writetest.RequestsV1(b, writetest.IstioSeries(n), n, 1)[0]
 	raw, err := snappy.Decode(nil, body)
 	if err != nil {
 		b.Fatal(err)
@@ -259,7 +261,7 @@ func BenchmarkUnmarshalV1(b *testing.B) {
 		r := bytes.NewReader(body)
 		run(b, len(body), func() error {
 			r.Reset(body)
-			return Decode(r, benchLimits.Limits, &prompb.WriteRequest{})
+			return Decode(r, benchLimits, &prompb.WriteRequest{})
 		})
 	})
 	b.Run("decode/v1", func(b *testing.B) {
@@ -268,7 +270,7 @@ func BenchmarkUnmarshalV1(b *testing.B) {
 		r := bytes.NewReader(body)
 		run(b, len(body), func() error {
 			r.Reset(body)
-			return DecodeV1(r, benchLimits.Limits, &m, &buf, &compressed)
+			return DecodeV1(r, benchLimits, &m, &buf, &compressed)
 		})
 	})
 }
