@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -602,7 +603,7 @@ func TestDamaged(t *testing.T) {
 				}
 				m.Files[i].SizeBytes = fi.Size()
 			}
-			b, _ := jsonMarshal(m)
+			b, _ := json.MarshalIndent(m, "", "\t")
 			if err := os.WriteFile(filepath.Join(dir, MetaFilename), b, 0o644); err != nil {
 				t.Fatal(err)
 			}

@@ -170,5 +170,3 @@ func sortedKeys[V any](m map[string]V) []string {
 	slices.Sort(ks)
 	return ks
 }
-
-func jsonMarshal(v any) ([]byte, error) { return json.MarshalIndent(v, "", "\t") }
