@@ -473,36 +473,8 @@ func (s *Shipper) writeRecord() error {
 	if err != nil {
 		return fmt.Errorf("encode shipper record: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(s.dir, ShipperRecordFilename), append(b, '\n')); err != nil {
+	if err := block.WriteFileAtomic(filepath.Join(s.dir, ShipperRecordFilename), append(b, '\n')); err != nil {
 		return fmt.Errorf("write shipper record: %w", err)
 	}
 	return nil
-}
-
-func writeFileAtomic(name string, data []byte) error {
-	tmp := name + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o666)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, name)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	d, err := os.Open(filepath.Dir(name))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -218,33 +218,10 @@ func (s *Store) writeShippedRecordLocked() error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(s.o.Dir, shippedRecordFilename), b); err != nil {
+	if err := block.WriteFileAtomic(filepath.Join(s.o.Dir, shippedRecordFilename), b); err != nil {
 		return fmt.Errorf("write %s: %w", shippedRecordFilename, err)
 	}
 	return nil
-}
-
-func writeFileAtomic(name string, data []byte) error {
-	tmp := name + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o666)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, name)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	return fsyncFile(filepath.Dir(name))
 }
 
 func (s *Store) retryOptions() block.RetryOptions {

@@ -91,7 +91,7 @@ func Download(ctx context.Context, bkt objstore.BucketReader, m *Meta, dir strin
 	if err != nil {
 		return 0, fmt.Errorf("encode meta.json of block %s: %w", id, err)
 	}
-	if err := writeFileSync(filepath.Join(dir, MetaFilename), metaJSON); err != nil {
+	if err := WriteFileAtomic(filepath.Join(dir, MetaFilename), metaJSON); err != nil {
 		return 0, err
 	}
 	size += int64(len(metaJSON))
@@ -162,9 +162,11 @@ func CheckFiles(ctx context.Context, bkt objstore.BucketReader, m *Meta) error {
 	return nil
 }
 
-// writeFileSync writes data to name through a temporary file that is
-// synced and renamed.
-func writeFileSync(name string, data []byte) error {
+// WriteFileAtomic writes data to name through a temporary file that is
+// synced and renamed over it, then syncs the directory: after a crash name
+// holds either its old or its new content. Shipped-block records and
+// meta.json files are written this way.
+func WriteFileAtomic(name string, data []byte) error {
 	tmp := name + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o666)
 	if err != nil {
@@ -182,8 +184,9 @@ func writeFileSync(name string, data []byte) error {
 	}
 	if err != nil {
 		_ = os.Remove(tmp)
+		return err
 	}
-	return err
+	return syncDir(filepath.Dir(name))
 }
 
 func syncDir(dir string) error {
