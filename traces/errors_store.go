@@ -1,6 +1,9 @@
 package traces
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Errors of the span store that callers tell apart.
 var (
@@ -11,3 +14,19 @@ var (
 	// rejected.
 	ErrTraceTooLarge = errors.New("trace has too many spans")
 )
+
+// TraceTooLargeError is the error Append returns when it refused spans
+// because their trace was at its limit; it wraps ErrTraceTooLarge. The
+// other spans of the call were stored.
+type TraceTooLargeError struct {
+	Refused int     // spans refused
+	Trace   TraceID // one trace at its limit
+	Limit   int     // spans a trace may hold
+}
+
+func (e *TraceTooLargeError) Error() string {
+	return fmt.Sprintf("%d spans refused: trace %s holds the most spans a trace may have (%d, traces.max_spans_per_trace)", e.Refused, e.Trace, e.Limit)
+}
+
+// Unwrap makes errors.Is(err, ErrTraceTooLarge) hold.
+func (e *TraceTooLargeError) Unwrap() error { return ErrTraceTooLarge }

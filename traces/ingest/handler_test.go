@@ -96,6 +96,10 @@ func envoyProto(t testing.TB) []byte {
 
 var errDiskFull = errors.New("write-ahead log: no space left on device")
 
+// traceTooLarge is what the store answers when it kept every span but one,
+// whose trace was at its limit.
+var traceTooLarge = &traces.TraceTooLargeError{Refused: 1, Trace: traces.TraceID{15: 1}, Limit: 3}
+
 func TestZipkinHandler(t *testing.T) {
 	js, pb := envoyJSON(t), envoyProto(t)
 	bomb := gz(t, make([]byte, 4<<20))
@@ -132,6 +136,7 @@ func TestZipkinHandler(t *testing.T) {
 		{"unsupported encoding", request{enc: "br", body: js}, Options{}, nil, 415, 0, []string{`"br"`}},
 		{"overloaded", request{body: js}, Options{}, fmt.Errorf("head full: %w", traces.ErrOverloaded), 429, 0, nil},
 		{"storage failure", request{body: js}, Options{}, errDiskFull, 503, 0, []string{"no space left"}},
+		{"a trace at its span limit", request{body: js}, Options{}, traceTooLarge, 400, 4, []string{"1 span refused", "the other 3 accepted", "traces.max_spans_per_trace"}},
 		{"GET", request{method: http.MethodGet}, Options{}, nil, 405, 0, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -228,6 +233,7 @@ func TestOTLPHandler(t *testing.T) {
 			{"unsupported encoding", request{enc: "zstd", body: all}, Options{}, nil, 415, 0, 0, codes.InvalidArgument, `"zstd"`},
 			{"overloaded", request{body: all}, Options{RetryAfter: 2500e6}, traces.ErrOverloaded, 429, 0, 0, codes.Unavailable, "overloaded"},
 			{"storage failure", request{body: all}, Options{}, errDiskFull, 503, 0, 0, codes.Unavailable, "no space left"},
+			{"a trace at its span limit", request{body: all}, Options{}, traceTooLarge, 200, 2, 1, codes.OK, "1 span refused, the other 1 accepted; first: " + traceTooLarge.Error()},
 		} {
 			t.Run(e.ct+"/"+tc.name, func(t *testing.T) {
 				rec := &recorder{err: tc.appErr}

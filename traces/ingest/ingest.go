@@ -95,6 +95,10 @@ const (
 	reasonStorageFailed = "storage_failure"
 )
 
+// reasonTraceTooLarge labels meshlens_traces_refused_spans_total for spans
+// the store refused because their trace was at its limit.
+const reasonTraceTooLarge = "trace_too_large"
+
 var requestReasons = []string{reasonTooLarge, reasonTooManySpans, reasonUndecodable, reasonUnsupported, reasonInvalidSpans, reasonOverloaded, reasonStorageFailed}
 
 // Errors of the transport, before decoding.
@@ -123,6 +127,7 @@ func newReceiver(app traces.Appender, opts Options) *receiver {
 	for _, reason := range decode.Reasons {
 		r.refusedSpans(reason)
 	}
+	r.refusedSpans(reasonTraceTooLarge)
 	for _, reason := range requestReasons {
 		r.refusedRequests(reason)
 	}
@@ -164,7 +169,23 @@ func (r *receiver) store(ctx context.Context, protocol string, b *decode.Batch) 
 	if len(b.Spans) == 0 {
 		return nil
 	}
-	if err := r.app.Append(ctx, b.Spans); err != nil {
+	err := r.app.Append(ctx, b.Spans)
+	var tooLarge *traces.TraceTooLargeError
+	if errors.As(err, &tooLarge) && tooLarge.Refused <= len(b.Spans) {
+		// The other spans are stored: the refused ones are answered as
+		// spans refused by decoding are.
+		if b.Refused == nil {
+			b.Refused = map[string]int{}
+		}
+		b.Refused[reasonTraceTooLarge] += tooLarge.Refused
+		if b.FirstRefused == "" {
+			b.FirstRefused = tooLarge.Error()
+		}
+		r.refusedSpans(reasonTraceTooLarge).Add(tooLarge.Refused)
+		b.Spans = b.Spans[:len(b.Spans)-tooLarge.Refused] // only their number is read from here on
+		err = nil
+	}
+	if err != nil {
 		return fmt.Errorf("append %d spans: %w", len(b.Spans), err)
 	}
 	r.receivedSpans(protocol).Add(len(b.Spans))

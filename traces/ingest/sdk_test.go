@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -34,11 +35,13 @@ func (r *recorder) Append(_ context.Context, spans []traces.Span) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls++
-	if r.err != nil {
+	var tooLarge *traces.TraceTooLargeError
+	if r.err != nil && !errors.As(r.err, &tooLarge) {
 		return r.err
 	}
+	// A store refusing spans of a trace at its limit keeps the others.
 	r.spans = append(r.spans, spans...)
-	return nil
+	return r.err
 }
 
 func (r *recorder) get() []traces.Span {

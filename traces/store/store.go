@@ -332,7 +332,7 @@ func (s *Store) Append(ctx context.Context, spans []traces.Span) error {
 
 func (s *Store) tooLarge(refused int, id traces.TraceID) error {
 	s.metrics.refused.Add(refused)
-	return fmt.Errorf("%d spans refused, trace %s among them holds %d spans (the store's max_spans_per_trace): %w", refused, id, s.o.MaxSpansPerTrace, traces.ErrTraceTooLarge)
+	return &traces.TraceTooLargeError{Refused: refused, Trace: id, Limit: s.o.MaxSpansPerTrace}
 }
 
 // admitLocked returns the spans that fit their trace's limit. When every
