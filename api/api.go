@@ -73,7 +73,9 @@ type Options struct {
 	Version       string
 	Revision      string
 
-	// Ready reports whether queries and writes can be served (/-/ready).
+	// Ready reports whether queries and writes can be served: until it
+	// does (WAL replay), /-/ready, the Prometheus API, remote write and
+	// read, metadata and the drill-down answer 503, as in Prometheus.
 	Ready func() bool
 	// Reload re-reads the configuration file (POST /-/reload). Nil answers 404.
 	Reload func() error
@@ -140,7 +142,7 @@ func New(o Options) http.Handler {
 		func() promconfig.Config { return promconfig.DefaultConfig },
 		nil, // flags: /api/v1/status/flags answers 404 (see below)
 		apiv1.GlobalURLOptions{ListenAddress: o.ListenAddress, Host: o.ListenAddress, Scheme: "http"},
-		func(f http.HandlerFunc) http.HandlerFunc { return f },
+		func(f http.HandlerFunc) http.HandlerFunc { return ready(o.Ready, f).ServeHTTP },
 		o.Storage, o.DataDir,
 		false,    // admin API
 		false, 0, // search API
@@ -169,13 +171,13 @@ func New(o Options) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/", http.StripPrefix("/api/v1", router))
 	if o.Drilldown != nil {
-		mux.Handle("/api/v1/drilldown", o.Drilldown) // more specific than /api/v1/
+		mux.Handle("/api/v1/drilldown", ready(o.Ready, o.Drilldown)) // more specific than /api/v1/
 	}
 	mux.Handle("GET /api/v1/rules", ruleFilterSpellings(http.StripPrefix("/api/v1", router)))
-	mux.Handle("/api/v1/write", o.Write)
-	mux.Handle("/api/v1/push", o.Write)
-	mux.Handle("/api/v1/read", o.Read)
-	mux.Handle("GET /api/v1/metadata", metadataHandler(o.Metadata))
+	mux.Handle("/api/v1/write", ready(o.Ready, o.Write))
+	mux.Handle("/api/v1/push", ready(o.Ready, o.Write))
+	mux.Handle("/api/v1/read", ready(o.Ready, o.Read))
+	mux.Handle("GET /api/v1/metadata", ready(o.Ready, metadataHandler(o.Metadata)))
 	mux.Handle("/api/v1/status/flags", http.NotFoundHandler())
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
@@ -183,8 +185,7 @@ func New(o Options) http.Handler {
 	})
 	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, r *http.Request) {
 		if !o.Ready() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprint(w, "Service Unavailable")
+			unavailable(w)
 			return
 		}
 		w.WriteHeader(http.StatusOK)
@@ -221,6 +222,23 @@ func New(o Options) http.Handler {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return instrument(o.Metrics, mux)
+}
+
+// ready answers 503 while isReady is false (WAL replay), as Prometheus's
+// web handler does, and passes the request to next after.
+func ready(isReady func() bool, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isReady() {
+			unavailable(w)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func unavailable(w http.ResponseWriter) {
+	w.WriteHeader(http.StatusServiceUnavailable)
+	fmt.Fprint(w, "Service Unavailable")
 }
 
 func cwd() string {

@@ -23,6 +23,7 @@ import (
 	promconfig "github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/thanos-io/objstore/client"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -234,12 +235,9 @@ type StorageConfig struct {
 }
 
 // ObjstoreConfig is thanos-io/objstore's bucket configuration: the provider
-// (FILESYSTEM, S3, GCS, AZURE, ...), its settings and a key prefix.
-type ObjstoreConfig struct {
-	Type   string         `yaml:"type"`
-	Config map[string]any `yaml:"config"`
-	Prefix string         `yaml:"prefix"`
-}
+// (FILESYSTEM, S3, GCS, AZURE, ...), its settings and a key prefix. It is
+// objstore's own type, which the bucket is opened with.
+type ObjstoreConfig = client.BucketConfig
 
 // TSDBConfig configures the embedded Prometheus TSDB. Changes need a restart.
 type TSDBConfig struct {

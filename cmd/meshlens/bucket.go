@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 
-	"github.com/meshlens/meshlens/config"
 	"github.com/meshlens/meshlens/tsdb"
 	"github.com/meshlens/meshlens/tsdb/bucketstore"
 )
@@ -44,18 +43,15 @@ func bucketCommand(ctx context.Context, stdout, stderr io.Writer, args []string)
 }
 
 func listBucket(ctx context.Context, m *Main, stdout, stderr io.Writer, asJSON bool) error {
-	cfg := config.Default()
-	if m.ConfigFile != "" {
-		var err error
-		if cfg, err = config.LoadFile(m.ConfigFile); err != nil {
-			return err
-		}
+	cfg, err := m.loadConfig()
+	if err != nil {
+		return err
 	}
 	b, err := bucketConfig(cfg.Storage, m.DataDir)
 	if err != nil {
 		return err
 	}
-	bkt, err := tsdb.NewBucket(b, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), nil)
+	bkt, err := tsdb.OpenBucket(b, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), nil)
 	if err != nil {
 		return fmt.Errorf("storage.bucket: %w", err)
 	}

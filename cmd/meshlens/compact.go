@@ -7,11 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/meshlens/meshlens/config"
 	"github.com/meshlens/meshlens/tsdb"
 )
 
@@ -42,19 +40,16 @@ func runCompact(ctx context.Context, m *Main, stderr io.Writer, once bool) error
 		return fmt.Errorf("--log.level: %w", err)
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	cfg := config.Default()
-	if m.ConfigFile != "" {
-		var err error
-		if cfg, err = config.LoadFile(m.ConfigFile); err != nil {
-			return err
-		}
+	cfg, err := m.loadConfig()
+	if err != nil {
+		return err
 	}
 	b, err := bucketConfig(cfg.Storage, m.DataDir)
 	if err != nil {
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	bkt, err := tsdb.NewBucket(b, logger, reg)
+	bkt, err := tsdb.OpenBucket(b, logger, reg)
 	if err != nil {
 		return fmt.Errorf("storage.bucket: %w", err)
 	}
@@ -67,7 +62,7 @@ func runCompact(ctx context.Context, m *Main, stderr io.Writer, once bool) error
 	if once {
 		return c.Once(ctx)
 	}
-	err = c.Run(ctx, time.Duration(cfg.Compactor.Interval))
+	err = c.Run(ctx)
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}

@@ -23,16 +23,13 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/oklog/run"
-	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
-	promtsdb "github.com/prometheus/prometheus/tsdb"
 	apiv1 "github.com/prometheus/prometheus/web/api/v1"
 	"github.com/thanos-io/objstore"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/meshlens/meshlens/api"
 	"github.com/meshlens/meshlens/api/remoteread"
@@ -68,7 +65,9 @@ type Main struct {
 	reloadOK   bool
 	reloadedAt time.Time
 
-	db        *tsdb.DB
+	db        *tsdb.DB                 // set by Run once open
+	openDB    func() (*tsdb.DB, error) // opens the TSDB, replaying its WAL
+	gate      *tsdb.Gate               // the TSDB for every component, ready once open
 	shipper   *tsdb.Shipper
 	bucket    *bucketstore.Store
 	compactor *compact.Compactor
@@ -123,11 +122,9 @@ func (m *Main) Open() (err error) {
 		quietLogger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: max(level, slog.LevelWarn)}))
 	}
 
-	cfg := config.Default()
-	if m.ConfigFile != "" {
-		if cfg, err = config.LoadFile(m.ConfigFile); err != nil {
-			return err
-		}
+	cfg, err := m.loadConfig()
+	if err != nil {
+		return err
 	}
 	m.cfg, m.reloadOK, m.reloadedAt = cfg, true, time.Now()
 
@@ -138,11 +135,11 @@ func (m *Main) Open() (err error) {
 	}()
 	reg := prometheus.NewRegistry()
 	m.metrics = newMetrics()
-	bucketYAML, err := bucketConfig(cfg.Storage, m.DataDir)
+	bucketConf, err := bucketConfig(cfg.Storage, m.DataDir)
 	if err != nil {
 		return err
 	}
-	bkt, err := tsdb.NewBucket(bucketYAML, quietLogger, reg)
+	bkt, err := tsdb.OpenBucket(bucketConf, quietLogger, reg)
 	if err != nil {
 		return fmt.Errorf("storage.bucket: %w", err)
 	}
@@ -177,13 +174,13 @@ func (m *Main) Open() (err error) {
 	// Blocks go to the bucket as the head cuts them; merging them locally
 	// would upload the same data twice (Thanos requires the same of sidecars).
 	opts.MaxBlockDuration = opts.MinBlockDuration
-	opts.BlocksToDelete = keepUntilServed(m.shipper.BlocksToDelete(time.Duration(cfg.Storage.LocalRetention)), m.bucket)
-	m.db, err = tsdb.Open(tsdbDir, opts, quietLogger, reg)
-	if err != nil {
-		return err
-	}
-	// Queries, rules and remote read see the local TSDB and the bucket.
-	store := tsdb.Merged{DB: m.db, Bucket: m.bucket}
+	opts.BlocksToDelete = tsdb.KeepUntilServed(m.shipper.BlocksToDelete(time.Duration(cfg.Storage.LocalRetention)), m.bucket)
+	// The TSDB opens (and replays its WAL) in Run; until then the gate
+	// answers ErrNotReady and the API 503. Queries, rules and remote read
+	// see the local TSDB and the bucket through it.
+	m.openDB = func() (*tsdb.DB, error) { return tsdb.Open(tsdbDir, opts, quietLogger, reg) }
+	m.gate = tsdb.NewGate(m.bucket)
+	store := m.gate
 	q := cfg.Query
 	tracker, err := promql.NewActiveQueryTracker(m.DataDir, q.MaxConcurrency, m.logger.With("component", "query tracker"))
 	if err != nil {
@@ -205,7 +202,7 @@ func (m *Main) Open() (err error) {
 			return a, nil
 		})
 	}
-	ingest, err := ingestChain(m.db, stages...)
+	ingest, err := ingestChain(m.gate, stages...)
 	if err != nil {
 		return err
 	}
@@ -230,7 +227,7 @@ func (m *Main) Open() (err error) {
 		Logger:          quietLogger.With("component", "rules"),
 		Registerer:      reg,
 		Queryable:       store,
-		Appendable:      m.db,
+		Appendable:      m.gate,
 		Engine:          m.engine,
 		Parser:          newParser(q),
 		OutageTolerance: time.Duration(rc.OutageTolerance),
@@ -257,7 +254,7 @@ func (m *Main) Open() (err error) {
 		Parser:        newParser(q),
 		Version:       Version,
 		Revision:      revision(),
-		Ready:         func() bool { return true },
+		Ready:         m.gate.Ready,
 		Reload:        m.Reload,
 		LastReload:    m.lastReload,
 		Rules:         func(context.Context) apiv1.RulesRetriever { return m.rules },
@@ -296,6 +293,14 @@ func revision() string {
 	return ""
 }
 
+// loadConfig reads --config, or returns the embedded defaults without it.
+func (m *Main) loadConfig() (config.Config, error) {
+	if m.ConfigFile == "" {
+		return config.Default(), nil
+	}
+	return config.LoadFile(m.ConfigFile)
+}
+
 // Addr is the address the server listens on, once Open returned.
 func (m *Main) Addr() string { return m.ln.Addr().String() }
 
@@ -332,8 +337,33 @@ func (m *Main) Run(ctx context.Context) error {
 		})
 	}
 	{
+		// The TSDB opens and replays its WAL here, behind the gate. It
+		// stays open until Close, after every other component stopped.
 		ctx, cancel := context.WithCancel(context.Background())
-		g.Add(func() error { return m.rules.Run(ctx) }, func(error) { cancel() })
+		g.Add(func() error {
+			start := time.Now()
+			db, err := m.openDB()
+			if err != nil {
+				return err
+			}
+			m.db = db
+			m.gate.Set(db)
+			m.logger.Info("tsdb ready", "took", time.Since(start).Round(time.Millisecond))
+			<-ctx.Done()
+			return nil
+		}, func(error) { cancel() })
+	}
+	{
+		// Rules evaluate once the TSDB is open.
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error {
+			select {
+			case <-m.gate.Done():
+			case <-ctx.Done():
+				return nil
+			}
+			return m.rules.Run(ctx)
+		}, func(error) { cancel() })
 	}
 	if m.aggr != nil {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -351,7 +381,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.compactor != nil {
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error {
-			return m.compactor.Run(ctx, time.Duration(m.cfg.Compactor.Interval))
+			return m.compactor.Run(ctx)
 		}, func(error) { cancel() })
 	}
 	{
@@ -373,6 +403,17 @@ func (m *Main) Run(ctx context.Context) error {
 		})
 	}
 	return g.Run()
+}
+
+// WaitReady waits until the TSDB is open (its WAL replayed) and the server
+// answers queries and writes, or ctx is done.
+func (m *Main) WaitReady(ctx context.Context) error {
+	select {
+	case <-m.gate.Done():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Close releases everything Open acquired. The TSDB closes last, after the
@@ -419,16 +460,11 @@ func (m *Main) Close() error {
 func (m *Main) Reload() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	cfg := config.Default()
-	if m.ConfigFile != "" {
-		var err error
-		if cfg, err = config.LoadFile(m.ConfigFile); err != nil {
-			m.reloadOK = false
-			m.logger.Error("configuration reload failed, keeping the running configuration", "err", err)
-			return err
-		}
+	cfg, err := m.loadConfig()
+	if err == nil {
+		err = m.rules.ApplyConfig(m.rulesConfig(cfg))
 	}
-	if err := m.rules.ApplyConfig(m.rulesConfig(cfg)); err != nil {
+	if err != nil {
 		m.reloadOK = false
 		m.logger.Error("configuration reload failed, keeping the running configuration", "err", err)
 		return err
@@ -492,47 +528,6 @@ func (m *Main) rulesConfig(cfg config.Config) rules.Config {
 	return rc
 }
 
-// keepUntilServed narrows a local deletion policy to the blocks whose data
-// the bucket store already serves (the block itself, or a compacted block
-// made from it), so that no query sees a gap between a local block's
-// deletion and the store's next sync of the bucket. The newest block always
-// stays: its end tells the head, after a restart, where the WAL's data is
-// already in blocks; without it the head would cut and ship that data
-// again.
-func keepUntilServed(policy func([]*promtsdb.Block) map[ulid.ULID]struct{}, store *bucketstore.Store) func([]*promtsdb.Block) map[ulid.ULID]struct{} {
-	return func(blocks []*promtsdb.Block) map[ulid.ULID]struct{} {
-		del := policy(blocks)
-		if len(del) == 0 {
-			return del
-		}
-		var newest *promtsdb.Block
-		for _, b := range blocks {
-			if newest == nil || b.Meta().MaxTime > newest.Meta().MaxTime {
-				newest = b
-			}
-		}
-		delete(del, newest.Meta().ULID)
-		served := map[ulid.ULID]bool{}
-		for _, b := range blocks {
-			if b.Meta().Stats.NumSamples == 0 {
-				served[b.Meta().ULID] = true // nothing to serve; never shipped
-			}
-		}
-		for _, m := range store.Blocks() {
-			served[m.ULID] = true
-			for _, src := range m.Compaction.Sources {
-				served[src] = true
-			}
-		}
-		for id := range del {
-			if !served[id] {
-				delete(del, id)
-			}
-		}
-		return del
-	}
-}
-
 // newCompactor builds the bucket compactor; it works in <data-dir>/compact.
 func newCompactor(c config.CompactorConfig, bkt objstore.Bucket, dataDir string, logger *slog.Logger, reg prometheus.Registerer) (*compact.Compactor, error) {
 	ranges := make([]time.Duration, len(c.Ranges))
@@ -550,6 +545,7 @@ func newCompactor(c config.CompactorConfig, bkt objstore.Bucket, dataDir string,
 			OneHour:     time.Duration(c.Retention.OneHour),
 		},
 		Downsample: c.Downsample,
+		Interval:   time.Duration(c.Interval),
 		Logger:     logger, // the compactor names itself
 		Registerer: reg,
 	})
@@ -569,21 +565,25 @@ func externalLabels(cfg config.Config) labels.Labels {
 	return b.Labels()
 }
 
-// bucketConfig returns the objstore YAML of the bucket: storage.bucket,
-// the file storage.bucket_file names, or a FILESYSTEM bucket in
+// bucketConfig returns the bucket's configuration: storage.bucket, the
+// file storage.bucket_file names, or a FILESYSTEM bucket in
 // <data-dir>/bucket.
-func bucketConfig(s config.StorageConfig, dataDir string) ([]byte, error) {
+func bucketConfig(s config.StorageConfig, dataDir string) (tsdb.BucketConfig, error) {
 	switch {
 	case s.BucketFile != "":
 		b, err := os.ReadFile(s.BucketFile)
 		if err != nil {
-			return nil, fmt.Errorf("storage.bucket_file: %w", err)
+			return tsdb.BucketConfig{}, fmt.Errorf("storage.bucket_file: %w", err)
 		}
-		return b, nil
+		c, err := tsdb.ParseBucketConfig(b)
+		if err != nil {
+			return c, fmt.Errorf("storage.bucket_file: %w", err)
+		}
+		return c, nil
 	case s.Bucket.Type != "":
-		return yaml.Marshal(s.Bucket)
+		return s.Bucket, nil
 	}
-	return yaml.Marshal(config.ObjstoreConfig{Type: "FILESYSTEM", Config: map[string]any{"directory": filepath.Join(dataDir, "bucket")}})
+	return tsdb.BucketConfig{Type: objstore.FILESYSTEM, Config: map[string]any{"directory": filepath.Join(dataDir, "bucket")}}, nil
 }
 
 func writeOptions(cfg config.Config) remotewrite.WriteOptions {

@@ -57,6 +57,18 @@ func startServer(t *testing.T, yaml, dir string) *testServer {
 	go func() { done <- m.Run(ctx) }()
 	s := &testServer{Main: m, URL: "http://" + m.Addr(), cancel: cancel, done: done}
 	t.Cleanup(func() { s.stop(t) })
+	// Queries and writes are answered once the TSDB replayed its WAL.
+	ready := make(chan error, 1)
+	go func() { ready <- m.WaitReady(ctx) }()
+	select {
+	case err := <-ready:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case err := <-done:
+		done <- err // for stop
+		t.Fatalf("meshlens stopped before it was ready: %v", err)
+	}
 	return s
 }
 

@@ -100,6 +100,8 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Now is the clock for retention, marks and delays; nil is time.Now.
 	Now func() time.Time
+	// Interval is the time between the passes of Run; 0 means 5m.
+	Interval time.Duration
 }
 
 // Retention is the retention of blocks per resolution; 0 keeps blocks of
@@ -144,6 +146,7 @@ type Compactor struct {
 	downsampleAfter [2]int64 // Raw→5m and 5m→1h, in milliseconds.
 	logger          *slog.Logger
 	now             func() time.Time
+	interval        time.Duration
 	metrics         metrics
 
 	runMu sync.Mutex // Serialises passes.
@@ -212,6 +215,10 @@ func New(o Options) (*Compactor, error) {
 		c.logger = slog.New(slog.DiscardHandler)
 	}
 	c.logger = c.logger.With("component", "compactor")
+	c.interval = o.Interval
+	if c.interval <= 0 {
+		c.interval = 5 * time.Minute
+	}
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -254,14 +261,11 @@ func New(o Options) (*Compactor, error) {
 	return c, nil
 }
 
-// Run makes a pass at once and then every interval (0 means 5m) until ctx
+// Run makes a pass at once and then every Options.Interval until ctx
 // is done, and returns nil then. A failed pass is logged and the next one
 // picks up the work.
-func (c *Compactor) Run(ctx context.Context, interval time.Duration) error {
-	if interval <= 0 {
-		interval = 5 * time.Minute
-	}
-	t := time.NewTicker(interval)
+func (c *Compactor) Run(ctx context.Context) error {
+	t := time.NewTicker(c.interval)
 	defer t.Stop()
 	for {
 		if err := c.Once(ctx); err != nil && ctx.Err() == nil {

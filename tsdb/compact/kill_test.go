@@ -249,7 +249,7 @@ func TestRunStopsWithContext(t *testing.T) {
 	c := newTestCompactor(t, bkt, newFakeClock(), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx, time.Hour) }()
+	go func() { done <- c.Run(ctx) }()
 	deadline := time.Now().Add(20 * time.Second)
 	for len(visible(t, bkt)) != 2 {
 		if time.Now().After(deadline) {
