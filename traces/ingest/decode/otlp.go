@@ -10,19 +10,6 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 )
 
-// OTLPProto decodes an OTLP ExportTraceServiceRequest in protobuf (the body
-// of OTLP/HTTP with Content-Type application/x-protobuf).
-func OTLPProto(data []byte, lim Limits) (Batch, error) {
-	if err := checkSize(data, lim); err != nil {
-		return Batch{}, err
-	}
-	req := ptraceotlp.NewExportRequest()
-	if err := req.UnmarshalProto(data); err != nil {
-		return Batch{}, fmt.Errorf("%w: OTLP protobuf (%d bytes): %w", ErrUndecodable, len(data), err)
-	}
-	return Traces(req.Traces(), lim)
-}
-
 // OTLPJSON decodes an OTLP ExportTraceServiceRequest in OTLP's JSON
 // encoding (ids in hex).
 func OTLPJSON(data []byte, lim Limits) (Batch, error) {
