@@ -63,12 +63,15 @@ func (h *otlpHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 
-	body, err := h.r.readBody(req)
+	bb := getBody()
+	body, err := h.r.readBody(req, bb)
 	var b decode.Batch
 	if err == nil {
 		h.r.receivedBytes(protocolOTLPHTTP).Add(len(body))
 		b, err = dec(body, h.r.opts.Limits)
 	}
+	// The spans and messages are copies: the body's buffers are free.
+	putBody(bb)
 	if err == nil && len(b.Spans) == 0 && b.RefusedSpans() > 0 {
 		h.r.countDecoded(&b)
 		h.r.refusedRequests(reasonInvalidSpans).Inc()

@@ -64,7 +64,9 @@ func (h *zipkinHandler) decode(req *http.Request) (decode.Batch, error) {
 	default:
 		return decode.Batch{}, fmt.Errorf("%w: content type %q, want application/json or application/x-protobuf", errUnsupported, ct)
 	}
-	body, err := h.r.readBody(req)
+	bb := getBody()
+	defer putBody(bb) // the spans are copies: the body's buffers are free
+	body, err := h.r.readBody(req, bb)
 	if err != nil {
 		return decode.Batch{}, err
 	}
