@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"unicode/utf8"
+	"unsafe"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
@@ -27,9 +28,13 @@ import (
 // For those, and for every other failure, OTLPProto decodes the request
 // again with pdata, so that the answer (spans or error) is pdata's.
 //
-// Ownership: every string of the spans is a copy; the spans keep no
-// reference to the request bytes, which the caller may reuse as soon as
-// OTLPProto returns.
+// Ownership: the spans keep no reference to the request bytes, which the
+// caller may reuse as soon as OTLPProto returns. Their strings are copied
+// into one buffer per request (otlpDecoder.str) and their attributes carved
+// out of shared arrays (otlpDecoder.attrSlice), so a request costs a few
+// allocations instead of two per attribute; in exchange those arrays stay
+// in memory until every span of the request that uses them is dropped.
+// Nothing ever writes to a byte of them once a string covers it.
 
 // errFallback means the request uses something only pdata's decoder reads.
 var errFallback = errors.New("decoded by pdata")
@@ -40,6 +45,50 @@ type otlpDecoder struct {
 	lim Limits
 	// total counts every span, kept or refused, for MaxSpansPerRequest.
 	total int
+	// strs holds the bytes of the spans' strings (see str).
+	strs []byte
+	// attrs is where span attributes are carved from (see attrSlice).
+	attrs []traces.Attr
+}
+
+// str copies b into d.strs and returns it as a string. d.strs is as long as
+// the request, and the strings copied are disjoint parts of the request (or
+// shorter), so it is never outgrown; if it were, the string would be
+// allocated on its own. Bytes of d.strs are written once, before the string
+// over them exists, and never again.
+func (d *otlpDecoder) str(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	n := len(d.strs)
+	if cap(d.strs)-n < len(b) {
+		return string(b)
+	}
+	d.strs = append(d.strs, b...)
+	return unsafe.String(&d.strs[n], len(b))
+}
+
+// base64 is b's standard base64 encoding, in d.strs when it has room.
+func (d *otlpDecoder) base64(b []byte) string {
+	enc := base64.StdEncoding
+	m := enc.EncodedLen(len(b))
+	n := len(d.strs)
+	if m == 0 || cap(d.strs)-n < m {
+		return enc.EncodeToString(b)
+	}
+	d.strs = enc.AppendEncode(d.strs, b)
+	return unsafe.String(&d.strs[n], m)
+}
+
+// attrSlice returns an empty slice of capacity n for a span's attributes,
+// carved from a shared array: appending up to n attributes stays in it.
+func (d *otlpDecoder) attrSlice(n int) []traces.Attr {
+	if cap(d.attrs)-len(d.attrs) < n {
+		d.attrs = make([]traces.Attr, 0, max(n, 256))
+	}
+	i := len(d.attrs)
+	d.attrs = d.attrs[:i+n]
+	return d.attrs[i : i : i+n]
 }
 
 // OTLPProto decodes an OTLP ExportTraceServiceRequest in protobuf (the body
@@ -70,10 +119,8 @@ func otlpProtoPdata(data []byte, lim Limits) (Batch, error) {
 // ErrTooManySpans only say that pdata must decode the request.
 func otlpProtoDirect(data []byte, lim Limits) (Batch, error) {
 	var b Batch
-	d := otlpDecoder{b: &b, lim: lim}
-	// Spans are appended in place; a first guess of their number saves
-	// most of the slice's growth (a span takes well over 64 bytes).
-	b.Spans = make([]traces.Span, 0, min(len(data)/128+1, 1024))
+	d := otlpDecoder{b: &b, lim: lim, strs: make([]byte, 0, len(data))}
+	b.Spans = make([]traces.Span, 0, countSpans(data))
 	// message ExportTraceServiceRequest {
 	//   repeated opentelemetry.proto.trace.v1.ResourceSpans resource_spans = 1;
 	// }
@@ -96,6 +143,44 @@ func otlpProtoDirect(data []byte, lim Limits) (Batch, error) {
 		return Batch{}, err
 	}
 	return b, nil
+}
+
+// countSpans counts the spans of a request, reading only the framing of
+// its resource spans and scope spans; a malformed request counts what
+// precedes the fault (decoding then fails).
+func countSpans(data []byte) int {
+	n := 0
+	for len(data) > 0 {
+		num, typ, rs, rest, err := nextField(data)
+		if err != nil {
+			return n
+		}
+		data = rest
+		if num != 1 || typ != protowire.BytesType {
+			continue
+		}
+		for len(rs) > 0 {
+			num, typ, ss, rest, err := nextField(rs)
+			if err != nil {
+				return n
+			}
+			rs = rest
+			if num != 2 || typ != protowire.BytesType {
+				continue
+			}
+			for len(ss) > 0 {
+				num, typ, _, rest, err := nextField(ss)
+				if err != nil {
+					return n
+				}
+				ss = rest
+				if num == 2 && typ == protowire.BytesType {
+					n++
+				}
+			}
+		}
+	}
+	return n
 }
 
 var (
@@ -359,9 +444,9 @@ func (d *otlpDecoder) scope(buf []byte, name, version *string) error {
 				return err
 			}
 			if num == 1 {
-				*name = string(v)
+				*name = d.str(v)
 			} else {
-				*version = string(v)
+				*version = d.str(v)
 			}
 		case 3:
 			if err := wantType(typ, protowire.BytesType); err != nil {
@@ -523,11 +608,11 @@ func (d *otlpDecoder) span(buf []byte) error {
 	limit := 0
 	if kept {
 		limit = d.lim.MaxAttrValueBytes
-		s.Name = string(name)
-		s.TraceState = string(state)
-		s.StatusMessage = string(msg)
+		s.Name = d.str(name)
+		s.TraceState = d.str(state)
+		s.StatusMessage = d.str(msg)
 		if nAttrs > 0 {
-			s.Attrs = make([]traces.Attr, 0, nAttrs)
+			s.Attrs = d.attrSlice(nAttrs)
 		}
 		if nEvents > 0 {
 			s.Events = make([]traces.Event, 0, nEvents)
@@ -588,7 +673,7 @@ func (d *otlpDecoder) event(buf []byte, limit int) (traces.Event, error) {
 			if err := wantType(typ, protowire.BytesType); err != nil {
 				return e, err
 			}
-			e.Name = string(v)
+			e.Name = d.str(v)
 		case 3:
 			if err := wantType(typ, protowire.BytesType); err != nil {
 				return e, err
@@ -640,7 +725,7 @@ func (d *otlpDecoder) link(buf []byte, limit int) (traces.Link, error) {
 			if err := wantType(typ, protowire.BytesType); err != nil {
 				return l, err
 			}
-			l.TraceState = string(v)
+			l.TraceState = d.str(v)
 		case 4:
 			if err := wantType(typ, protowire.BytesType); err != nil {
 				return l, err
@@ -755,7 +840,7 @@ func (d *otlpDecoder) keyValue(dst []traces.Attr, buf []byte, limit int) ([]trac
 			}
 		}
 	}
-	a := traces.Attr{Key: string(key)}
+	a := traces.Attr{Key: d.str(key)}
 	if nested {
 		return d.nestedValue(dst, a.Key, buf, limit)
 	}
@@ -765,7 +850,7 @@ func (d *otlpDecoder) keyValue(dst []traces.Attr, buf []byte, limit int) ([]trac
 			raw = truncateUTF8Bytes(raw, limit)
 			d.b.Truncated++
 		}
-		a.Type, a.Str = traces.TypeString, string(raw)
+		a.Type, a.Str = traces.TypeString, d.str(raw)
 	case valBool:
 		a.Type, a.Bool = traces.TypeBool, num64 != 0
 	case valInt:
@@ -773,7 +858,7 @@ func (d *otlpDecoder) keyValue(dst []traces.Attr, buf []byte, limit int) ([]trac
 	case valDouble:
 		a.Type, a.Float = traces.TypeFloat, math.Float64frombits(num64)
 	case valBytes:
-		a.Type, a.Str = traces.TypeBytes, base64.StdEncoding.EncodeToString(raw)
+		a.Type, a.Str = traces.TypeBytes, d.base64(raw)
 	}
 	return append(dst, a), nil
 }
