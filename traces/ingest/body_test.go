@@ -2,12 +2,15 @@ package ingest
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+
+	"github.com/meshlens/meshlens/traces"
 )
 
 // TestPooledBodyNotAliased: the body buffers are reused from one request to
@@ -68,3 +71,43 @@ func TestPooledBodyNotAliased(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkOTLPHandler serves 100-span OTLP protobuf requests, plain and
+// gzip-encoded: reading the body, decoding, answering.
+func BenchmarkOTLPHandler(b *testing.B) {
+	td := ptrace.NewTraces()
+	ss := td.ResourceSpans().AppendEmpty().ScopeSpans().AppendEmpty()
+	for i := range 100 {
+		s := ss.Spans().AppendEmpty()
+		s.SetName("GET /api/v1/items")
+		s.SetTraceID([16]byte{1, 15: byte(i)})
+		s.SetSpanID([8]byte{1, 7: byte(i + 1)})
+		for k := range 10 {
+			s.Attributes().PutStr(fmt.Sprintf("attribute.%d", k), strings.Repeat("v", 40))
+		}
+	}
+	body, err := ptraceotlp.NewExportRequestFromTraces(td).MarshalProto()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, enc := range []string{"", "gzip"} {
+		b.Run("encoding="+enc, func(b *testing.B) {
+			sent := body
+			if enc == "gzip" {
+				sent = gz(b, body)
+			}
+			h := NewOTLPHandler(nopAppender{}, Options{})
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if w := serve(h, request{ct: ctProtobuf, enc: enc, body: sent}); w.Code != 200 {
+					b.Fatalf("status %d", w.Code)
+				}
+			}
+		})
+	}
+}
+
+type nopAppender struct{}
+
+func (nopAppender) Append(context.Context, []traces.Span) error { return nil }

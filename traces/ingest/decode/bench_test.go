@@ -96,8 +96,8 @@ func BenchmarkZipkinProto(b *testing.B) {
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "spans/s")
 }
 
-func BenchmarkOTLPProto(b *testing.B) {
-	const n = 100
+// otlpBenchRequest is the 100-span Envoy request as OTLP protobuf.
+func otlpBenchRequest(b *testing.B, n int) []byte {
 	bt, err := ZipkinJSON(envoyRequest(b, n), Limits{})
 	if err != nil {
 		b.Fatal(err)
@@ -106,12 +106,29 @@ func BenchmarkOTLPProto(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return body
+}
+
+func benchOTLP(b *testing.B, dec func([]byte, Limits) (Batch, error)) {
+	const n = 100
+	body := otlpBenchRequest(b, n)
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := OTLPProto(body, Limits{MaxAttrValueBytes: 4096}); err != nil {
+		bt, err := dec(body, Limits{MaxAttrValueBytes: 4096})
+		if err != nil {
 			b.Fatal(err)
+		}
+		if len(bt.Spans) != n {
+			b.Fatalf("%d spans", len(bt.Spans))
 		}
 	}
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "spans/s")
 }
+
+// BenchmarkOTLPProto decodes a 100-span request.
+func BenchmarkOTLPProto(b *testing.B) { benchOTLP(b, OTLPProto) }
+
+// BenchmarkOTLPProtoPdata decodes it through pdata (UnmarshalProto,
+// Batch.add, traces.FromPdata), as OTLPProto did before its own decoder.
+func BenchmarkOTLPProtoPdata(b *testing.B) { benchOTLP(b, otlpProtoPdata) }
