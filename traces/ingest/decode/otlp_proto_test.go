@@ -144,7 +144,7 @@ func otlpFixtures(t testing.TB) [][]byte {
 	}
 	str := func(s string) []byte { return lenField(1, []byte(s)) }
 	span := msg(
-		lenField(9, kv("a", str("x"), varintField(3, 5))),                                      // merged value: int wins
+		lenField(9, kv("a", str("x"), varintField(3, 5))),                                    // merged value: int wins
 		lenField(9, kv("b", lenField(5, lenField(1, str("in array"))), str("scalar after"))), // nested then scalar
 		lenField(9, kv("c", lenField(6, lenField(1, kv("k", str("v")))), msg())),             // map, then an empty value
 		lenField(9, kv("d", varintField(8, 3))),                                              // strindex: empty
