@@ -40,8 +40,8 @@ type JaegerServer struct {
 // send spans to an OTLP endpoint at localhost:4317 (meshlens's, in a test
 // that runs both) and delay Jaeger's shutdown by ten seconds while it cannot
 // reach one. The UI is a placeholder (the assets are not embedded in a
-// plain go build); the API is complete. The placeholders are ports: OTLP gRPC, OTLP HTTP,
-// Zipkin, query HTTP, query gRPC.
+// plain go build); the API is complete. The placeholders are the storage
+// backend, then the ports (see JaegerConfig).
 const jaegerConfig = `service:
   extensions: [jaeger_storage, jaeger_query]
   pipelines:
@@ -57,32 +57,55 @@ const jaegerConfig = `service:
 extensions:
   jaeger_storage:
     backends:
-      memstore:
-        memory:
-          max_traces: 100000
+      store:
+%[1]s
   jaeger_query:
     enable_tracing: false
     storage:
-      traces: memstore
+      traces: store
     http:
-      endpoint: 127.0.0.1:%[4]d
-    grpc:
       endpoint: 127.0.0.1:%[5]d
+    grpc:
+      endpoint: 127.0.0.1:%[6]d
 
 receivers:
   otlp:
     protocols:
       grpc:
-        endpoint: 127.0.0.1:%[1]d
-      http:
         endpoint: 127.0.0.1:%[2]d
+      http:
+        endpoint: 127.0.0.1:%[3]d
   zipkin:
-    endpoint: 127.0.0.1:%[3]d
+    endpoint: 127.0.0.1:%[4]d
 
 exporters:
   jaeger_storage_exporter:
-    trace_storage: memstore
+    trace_storage: store
 `
+
+// Jaeger's storage backends for JaegerConfig: memory with the all-in-one's
+// default max_traces, and badger on disk under dir with its defaults (no
+// fsync per write).
+const JaegerMemory = `        memory:
+          max_traces: 100000`
+
+// JaegerBadger is the badger backend keeping its data under dir.
+func JaegerBadger(dir string) string {
+	return fmt.Sprintf(`        badger:
+          directories:
+            keys: %[1]s/badger/keys
+            values: %[1]s/badger/values
+          ephemeral: false
+          ttl:
+            spans: 48h`, dir)
+}
+
+// JaegerConfig is Jaeger's configuration with the given storage backend
+// (JaegerMemory, JaegerBadger) on the given loopback ports: OTLP gRPC,
+// OTLP HTTP, Zipkin, query HTTP, query gRPC.
+func JaegerConfig(backend string, ports [5]int) string {
+	return fmt.Sprintf(jaegerConfig, backend, ports[0], ports[1], ports[2], ports[3], ports[4])
+}
 
 // StartJaeger runs Jaeger (building it first if needed, see Need) on free
 // loopback ports, waits until it accepts spans and queries, and stops it
@@ -105,7 +128,7 @@ func StartJaeger(t testing.TB) *JaegerServer {
 }
 
 func startJaeger(t testing.TB, bin, dir string, attempt int) (*JaegerServer, error) {
-	ports, err := freePorts(5)
+	ports, err := FreePorts(5)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +140,7 @@ func startJaeger(t testing.TB, bin, dir string, attempt int) (*JaegerServer, err
 		QueryGRPC: fmt.Sprintf("127.0.0.1:%d", ports[4]),
 		Config:    filepath.Join(dir, fmt.Sprintf("jaeger-%d.yaml", attempt)),
 	}
-	cfg := fmt.Sprintf(jaegerConfig, ports[0], ports[1], ports[2], ports[3], ports[4])
+	cfg := JaegerConfig(JaegerMemory, [5]int(ports))
 	if err := os.WriteFile(j.Config, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
@@ -216,8 +239,8 @@ func hostPort(url string) string {
 	return s
 }
 
-// freePorts returns n distinct loopback ports that were free a moment ago.
-func freePorts(n int) ([]int, error) {
+// FreePorts returns n distinct loopback ports that were free a moment ago.
+func FreePorts(n int) ([]int, error) {
 	var ports []int
 	var ls []net.Listener
 	defer func() {

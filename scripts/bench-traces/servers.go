@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshlens/meshlens/internal/peers"
 	"github.com/meshlens/meshlens/internal/procstat"
 )
 
@@ -158,83 +159,24 @@ func startMeshlens(bin, dir, cfg string) (*server, error) {
 	return s, nil
 }
 
-// jaegerConfig is Jaeger v2's configuration: OTLP and Zipkin receivers,
-// no processors (spans are stored before the receiver answers, as
-// meshlens answers after its WAL fsync), one storage backend and the query
-// service, no telemetry listener. The placeholders: the storage backend,
-// then the ports OTLP gRPC, OTLP HTTP, Zipkin, query HTTP, query gRPC.
-const jaegerConfig = `service:
-  extensions: [jaeger_storage, jaeger_query]
-  pipelines:
-    traces:
-      receivers: [otlp, zipkin]
-      exporters: [jaeger_storage_exporter]
-  telemetry:
-    metrics:
-      level: none
-    logs:
-      level: warn
-
-extensions:
-  jaeger_storage:
-    backends:
-      store:
-%[1]s
-  jaeger_query:
-    storage:
-      traces: store
-    http:
-      endpoint: 127.0.0.1:%[5]d
-    grpc:
-      endpoint: 127.0.0.1:%[6]d
-
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:%[2]d
-      http:
-        endpoint: 127.0.0.1:%[3]d
-  zipkin:
-    endpoint: 127.0.0.1:%[4]d
-
-exporters:
-  jaeger_storage_exporter:
-    trace_storage: store
-`
-
-// Jaeger's storage backends: memory with the all-in-one's default
-// max_traces, and badger on disk with its defaults (no fsync per write).
-const (
-	jaegerMemory = `        memory:
-          max_traces: 100000`
-	jaegerBadger = `        badger:
-          directories:
-            keys: %[1]s/badger/keys
-            values: %[1]s/badger/values
-          ephemeral: false
-          ttl:
-            spans: 48h`
-)
-
 // startJaeger runs Jaeger with the named backend on free loopback ports.
 func startJaeger(bin, name, dir string) (*server, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	backend := jaegerMemory
+	backend := peers.JaegerMemory
 	if name == jaegerBadgerName {
-		backend = fmt.Sprintf(jaegerBadger, dir)
+		backend = peers.JaegerBadger(dir)
 	}
 	var lastErr error
 	// A free port can be taken before Jaeger binds it: try others.
 	for attempt := 0; attempt < 3; attempt++ {
-		ports, err := freePorts(5)
+		ports, err := peers.FreePorts(5)
 		if err != nil {
 			return nil, err
 		}
 		cfg := filepath.Join(dir, "jaeger.yaml")
-		if err := os.WriteFile(cfg, []byte(fmt.Sprintf(jaegerConfig, backend, ports[0], ports[1], ports[2], ports[3], ports[4])), 0o644); err != nil {
+		if err := os.WriteFile(cfg, []byte(peers.JaegerConfig(backend, [5]int(ports))), 0o644); err != nil {
 			return nil, err
 		}
 		s, err := run(name, dir, bin, "--config", cfg)
@@ -298,26 +240,6 @@ func listening(addrs []string) bool {
 		c.Close()
 	}
 	return true
-}
-
-// freePorts returns n distinct loopback ports that were free a moment ago.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // metrics reads meshlens's /metrics: the value of each series without
