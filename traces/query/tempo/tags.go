@@ -63,6 +63,22 @@ func filter(r *http.Request) (*traceql.Query, error) {
 	return q, nil
 }
 
+// tagRequest reads the time range and the filter common to the tag APIs;
+// on a bad request it answers it and returns false.
+func (h *handler) tagRequest(w http.ResponseWriter, r *http.Request) (traces.TimeRange, *traceql.Query, bool) {
+	tr, err := h.timeRange(r, false)
+	if err != nil {
+		badRequest(w, err)
+		return traces.TimeRange{}, nil, false
+	}
+	q, err := filter(r)
+	if err != nil {
+		badRequest(w, err)
+		return traces.TimeRange{}, nil, false
+	}
+	return tr, q, true
+}
+
 // eachMatch calls fn with every span q selects in tr.
 func (h *handler) eachMatch(r *http.Request, q *traceql.Query, tr traces.TimeRange, fn func(s *traces.Span, sum traces.Summary)) error {
 	return h.reader.Traces(r.Context(), tr, func(spans []traces.Span) bool {
@@ -113,14 +129,8 @@ func (h *handler) tagNames(r *http.Request, q *traceql.Query, scope traces.Scope
 }
 
 func (h *handler) tagsV1(w http.ResponseWriter, r *http.Request) {
-	tr, err := h.timeRange(r, false)
-	if err != nil {
-		badRequest(w, err)
-		return
-	}
-	q, err := filter(r)
-	if err != nil {
-		badRequest(w, err)
+	tr, q, ok := h.tagRequest(w, r)
+	if !ok {
 		return
 	}
 	var all []string
@@ -137,14 +147,8 @@ func (h *handler) tagsV1(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) tagsV2(w http.ResponseWriter, r *http.Request) {
-	tr, err := h.timeRange(r, false)
-	if err != nil {
-		badRequest(w, err)
-		return
-	}
-	q, err := filter(r)
-	if err != nil {
-		badRequest(w, err)
+	tr, q, ok := h.tagRequest(w, r)
+	if !ok {
 		return
 	}
 	want := r.URL.Query().Get("scope")
@@ -185,14 +189,8 @@ func tagName(r *http.Request) string {
 }
 
 func (h *handler) tagValuesV1(w http.ResponseWriter, r *http.Request) {
-	tr, err := h.timeRange(r, false)
-	if err != nil {
-		badRequest(w, err)
-		return
-	}
-	q, err := filter(r)
-	if err != nil {
-		badRequest(w, err)
+	tr, q, ok := h.tagRequest(w, r)
+	if !ok {
 		return
 	}
 	name := tagName(r)
@@ -215,14 +213,8 @@ func (h *handler) tagValuesV1(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) tagValuesV2(w http.ResponseWriter, r *http.Request) {
-	tr, err := h.timeRange(r, false)
-	if err != nil {
-		badRequest(w, err)
-		return
-	}
-	q, err := filter(r)
-	if err != nil {
-		badRequest(w, err)
+	tr, q, ok := h.tagRequest(w, r)
+	if !ok {
 		return
 	}
 	attr, err := traceql.ParseAttribute(tagName(r))
