@@ -33,15 +33,6 @@ func mustTraceID(t testing.TB, s string) traces.TraceID {
 	return id
 }
 
-func mustSpanID(t testing.TB, s string) traces.SpanID {
-	t.Helper()
-	id, err := traces.ParseSpanID(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
-
 func attrText(s *traces.Span, key string) string {
 	a, ok := s.Attr(key)
 	if !ok {
