@@ -52,9 +52,6 @@ func openTraces(cfg config.TracesConfig, localRetention time.Duration, dataDir s
 			t.Close()
 		}
 	}()
-	if localRetention > 0 && localRetention > time.Duration(cfg.Retention) {
-		localRetention = 0
-	}
 	t.store, err = store.Open(store.Options{
 		Dir:              filepath.Join(dataDir, "traces"),
 		Bucket:           bkt,
