@@ -354,8 +354,7 @@ func (h *drilldown) run(ctx context.Context, p params) (*Response, error) {
 	}
 	if room := h.o.MaxCoverageTraces - len(todo); len(rest) > room {
 		cov.Truncated = true
-		slices.SortFunc(rest, func(x, y *traceCheck) int { return cmp.Compare(xxhash.Sum64(x.id[:]), xxhash.Sum64(y.id[:])) })
-		rest = rest[:max(0, room)]
+		rest = sampleTraces(rest, room)
 	}
 	todo = append(todo, rest...)
 	if err := h.lookup(ctx, todo); err != nil {
@@ -432,10 +431,26 @@ func (cp *CriticalPath) fill(selfNS map[Edge]uint64) {
 	}
 }
 
-// lookup reads the traces of the checks, Concurrency at a time, and
-// analyzes those to summarize. A trace that is not stored is not found;
-// any other failure ends the lookups.
+// sampleTraces returns n of the checks (all when there are no more),
+// chosen by a hash of the trace id so that the same traces are chosen
+// every time. It reorders checks.
+func sampleTraces(checks []*traceCheck, n int) []*traceCheck {
+	if len(checks) <= n {
+		return checks
+	}
+	slices.SortFunc(checks, func(x, y *traceCheck) int { return cmp.Compare(xxhash.Sum64(x.id[:]), xxhash.Sum64(y.id[:])) })
+	return checks[:max(0, n)]
+}
+
 func (h *drilldown) lookup(ctx context.Context, todo []*traceCheck) error {
+	return lookupTraces(ctx, h.traces, todo, h.o.TraceWindow, h.o.Concurrency)
+}
+
+// lookupTraces reads the traces of the checks from tr, concurrency at a
+// time, each within window of its exemplar's time, and analyzes those to
+// summarize. A trace that is not stored is not found; any other failure
+// ends the lookups.
+func lookupTraces(ctx context.Context, tr TraceReader, todo []*traceCheck, window time.Duration, concurrency int) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -443,13 +458,13 @@ func (h *drilldown) lookup(ctx context.Context, todo []*traceCheck) error {
 		mu       sync.Mutex
 		firstErr error
 		next     = make(chan *traceCheck)
-		window   = h.o.TraceWindow.Milliseconds()
+		win      = window.Milliseconds()
 	)
-	for range min(h.o.Concurrency, len(todo)) {
+	for range min(concurrency, len(todo)) {
 		wg.Go(func() {
 			for c := range next {
-				tr := traces.TimeRange{Start: msToNS(c.ts - window), End: msToNS(c.ts + window)}
-				spans, err := h.traces.Trace(ctx, c.id, tr)
+				r := traces.TimeRange{Start: msToNS(c.ts - win), End: msToNS(c.ts + win)}
+				spans, err := tr.Trace(ctx, c.id, r)
 				switch {
 				case err == nil && len(spans) > 0:
 					c.found = true
@@ -491,10 +506,14 @@ func msToNS(ms int64) uint64 {
 	return uint64(ms) * 1e6
 }
 
-// traceID returns the exemplar's trace id from the first of TraceIDLabels
-// it has; false when none holds a valid id.
 func (h *drilldown) traceID(ls labels.Labels) (traces.TraceID, bool) {
-	for _, name := range h.o.TraceIDLabels {
+	return traceIDOf(ls, h.o.TraceIDLabels)
+}
+
+// traceIDOf returns the exemplar's trace id from the first of names it
+// has; false when none holds a valid id.
+func traceIDOf(ls labels.Labels, names []string) (traces.TraceID, bool) {
+	for _, name := range names {
 		if v := ls.Get(name); v != "" {
 			id, err := traces.ParseTraceID(v)
 			if err != nil || id.IsZero() {
