@@ -203,6 +203,13 @@ type params struct {
 	matchers   [][]*labels.Matcher
 	start, end int64 // ms
 	limit      int
+	// coverage looks up the traces of the exemplars not returned too;
+	// without it Coverage counts only the returned ones.
+	coverage bool
+	// stored returns only exemplars whose trace is stored; failing only
+	// those whose stored trace has error spans. Either reads the traces
+	// of the slowest exemplars until limit qualify.
+	stored, failing bool
 }
 
 func (h *drilldown) params(r *http.Request) (params, error) {
@@ -239,6 +246,7 @@ func (h *drilldown) params(r *http.Request) (params, error) {
 	}
 	p.start, p.end = timestamp.FromTime(start), timestamp.FromTime(end)
 	p.limit = h.o.DefaultLimit
+	p.coverage = true
 	if s := r.Form.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > h.o.MaxLimit {
@@ -279,6 +287,7 @@ type traceCheck struct {
 	ts        int64 // ms: the time of an exemplar of the trace
 	exemplars int   // exemplars of the trace
 	summarize bool
+	looked    bool // read already (by storedTop)
 	found     bool
 	a         analysis
 }
@@ -330,8 +339,14 @@ func (h *drilldown) run(ctx context.Context, p params) (*Response, error) {
 		return slices.Compare(x.id[:], y.id[:])
 	})
 	var top []candidate
+	picked := p.stored || p.failing
+	if picked {
+		if top, err = h.storedTop(ctx, cands, checks, p.limit, p.failing); err != nil {
+			return nil, err
+		}
+	}
 	for _, c := range cands {
-		if len(top) == p.limit {
+		if len(top) == p.limit || picked {
 			break
 		}
 		if ch := checks[c.id]; !ch.summarize {
@@ -346,9 +361,11 @@ func (h *drilldown) run(ctx context.Context, p params) (*Response, error) {
 	todo := make([]*traceCheck, 0, min(len(checks), h.o.MaxCoverageTraces+len(top)))
 	var rest []*traceCheck
 	for _, c := range checks {
-		if c.summarize {
+		switch {
+		case c.looked:
+		case c.summarize:
 			todo = append(todo, c)
-		} else {
+		case p.coverage:
 			rest = append(rest, c)
 		}
 	}
@@ -429,6 +446,40 @@ func (cp *CriticalPath) fill(selfNS map[Edge]uint64) {
 		top := cp.Edges[0]
 		cp.Top = &top
 	}
+}
+
+// storedTop reads the traces of cands (sorted slowest first) a batch at a
+// time and returns the first limit whose trace is stored (and, if failing,
+// has error spans), one per trace. It reads at most MaxCoverageTraces
+// traces.
+func (h *drilldown) storedTop(ctx context.Context, cands []candidate, checks map[traces.TraceID]*traceCheck, limit int, failing bool) ([]candidate, error) {
+	var top []candidate
+	budget := h.o.MaxCoverageTraces
+	for i := 0; i < len(cands) && len(top) < limit && budget > 0; {
+		var batch []candidate
+		var todo []*traceCheck
+		for ; i < len(cands) && len(batch) < min(2*limit, budget); i++ {
+			c := cands[i]
+			if ch := checks[c.id]; !ch.looked {
+				ch.looked, ch.summarize, ch.ts = true, true, c.ex.Ts
+				batch = append(batch, c)
+				todo = append(todo, ch)
+			}
+		}
+		budget -= len(batch)
+		if err := h.lookup(ctx, todo); err != nil {
+			return nil, err
+		}
+		for _, c := range batch {
+			ch := checks[c.id]
+			if ch.found && (!failing || ch.a.summary.ErrorSpans > 0) && len(top) < limit {
+				top = append(top, c)
+			} else {
+				ch.summarize = false
+			}
+		}
+	}
+	return top, nil
 }
 
 // sampleTraces returns n of the checks (all when there are no more),
