@@ -45,6 +45,18 @@ type Options struct {
 	// NotificationQueueCapacity is how many alerts wait for Alertmanager;
 	// zero means 10000, as in Prometheus.
 	NotificationQueueCapacity int
+	// Annotator edits the annotations of alerts before they are sent; nil
+	// sends them as the rules made them.
+	Annotator AlertAnnotator
+}
+
+// AlertAnnotator edits the annotations of alerts about to be sent to
+// Alertmanager (for example to add the traces behind them). The alerts are
+// the notifier's copies; it may replace their Annotations. It must return
+// within a bounded time and never drop an alert: every alert is sent
+// after it returns, whatever it did.
+type AlertAnnotator interface {
+	Annotate(ctx context.Context, externalURL *url.URL, alerts []*promrules.Alert)
 }
 
 // Config is the reloadable part of an Engine.
@@ -158,11 +170,15 @@ func (e *Engine) managerOptions(q storage.Queryable, a storage.AppendableV2, reg
 	}
 }
 
-// notify sends alerts to the Alertmanagers with generator URLs under the
-// current external URL.
+// notify sends alerts to the Alertmanagers, annotated by the Annotator,
+// with generator URLs under the current external URL.
 func (e *Engine) notify(ctx context.Context, expr string, alerts ...*promrules.Alert) {
+	u := e.externalURL.Load()
+	if e.opts.Annotator != nil && len(alerts) > 0 {
+		e.opts.Annotator.Annotate(ctx, u, alerts)
+	}
 	base := ""
-	if u := e.externalURL.Load(); u != nil {
+	if u != nil {
 		base = u.String()
 	}
 	promrules.SendAlerts(e.notifier, base)(ctx, expr, alerts...)
