@@ -24,26 +24,28 @@ import (
 // "exemplars":
 //
 //	"MLEX" 0x01
-//	a section per series, in the order of the index: snappy of
-//	  uvarint count, then per exemplar, highest value first:
-//	  varint t-MinTime, 8 bytes float64 value, labels
+//	a section per series, in the order of the index: pages of up to
+//	  pageSize exemplars, highest value first, each
+//	  uvarint length, 4 bytes crc32c, then snappy of: uvarint count,
+//	  then per exemplar: varint t-MinTime, 8 bytes float64 value, labels
 //	the index: snappy of
 //	  uvarint series, then per series: labels, uvarint offset,
-//	  uvarint length, uvarint crc32c of the section, varint minT-MinTime,
-//	  varint maxT-MinTime, 8 bytes max value, uvarint count
+//	  uvarint length, varint minT-MinTime, varint maxT-MinTime,
+//	  8 bytes max value, uvarint count
 //	footer: 8 bytes index offset, 8 bytes index length, 4 bytes crc32c of
 //	  the index, "MLEX"
 //
 // labels are uvarint count, then uvarint-length-prefixed names and values.
-// All integers are little-endian. Sections sorted by value make "the
-// highest exemplars of these series in this range" read only the
-// sections of the matching series, and of each only its head when the
-// range covers the block.
+// Integers are little-endian. Sections sorted by value make "the highest
+// exemplars of these series in this range" read only the sections of the
+// matching series, and of each only its first pages when the range
+// covers the block.
 const (
 	dataFile      = "exemplars"
 	walSeqFile    = "wal-seq"
 	formatVersion = 1
 	footerSize    = 8 + 8 + 4 + 4
+	pageSize      = 128
 )
 
 var magic = []byte("MLEX")
@@ -81,7 +83,6 @@ type series struct {
 type indexEntry struct {
 	lset       labels.Labels
 	off, len   uint64
-	crc        uint32
 	minT, maxT int64
 	maxV       float64
 	count      int
@@ -139,32 +140,37 @@ func writeBlock(dir string, id ulid.ULID, period int64, seq uint64, ss []*series
 	w.Write(magic)
 	w.WriteByte(formatVersion)
 	pos := uint64(len(magic) + 1)
-	var buf, comp, index []byte
+	var buf, comp, hdr, index []byte
 	for _, s := range ss {
 		if len(s.ex) == 0 {
 			continue
 		}
 		m.Series++
 		slices.SortFunc(s.ex, byValue)
-		buf = binary.AppendUvarint(buf[:0], uint64(len(s.ex)))
 		minT, maxT := int64(math.MaxInt64), int64(math.MinInt64)
-		for _, e := range s.ex {
-			buf = binary.AppendVarint(buf, e.t-m.MinTime)
-			buf = binary.LittleEndian.AppendUint64(buf, math.Float64bits(e.v))
-			buf = appendLabels(buf, e.labels)
-			minT, maxT = min(minT, e.t), max(maxT, e.t)
+		start := pos
+		for page := range slices.Chunk(s.ex, pageSize) {
+			buf = binary.AppendUvarint(buf[:0], uint64(len(page)))
+			for _, e := range page {
+				buf = binary.AppendVarint(buf, e.t-m.MinTime)
+				buf = binary.LittleEndian.AppendUint64(buf, math.Float64bits(e.v))
+				buf = appendLabels(buf, e.labels)
+				minT, maxT = min(minT, e.t), max(maxT, e.t)
+			}
+			comp = snappy.Encode(comp[:cap(comp)], buf)
+			hdr := binary.AppendUvarint(hdr[:0], uint64(len(comp)))
+			hdr = binary.LittleEndian.AppendUint32(hdr, crc32.Checksum(comp, castagnoli))
+			w.Write(hdr)
+			w.Write(comp)
+			pos += uint64(len(hdr) + len(comp))
 		}
-		comp = snappy.Encode(comp[:cap(comp)], buf)
 		index = appendLabels(index, s.lset)
-		index = binary.AppendUvarint(index, pos)
-		index = binary.AppendUvarint(index, uint64(len(comp)))
-		index = binary.AppendUvarint(index, uint64(crc32.Checksum(comp, castagnoli)))
+		index = binary.AppendUvarint(index, start)
+		index = binary.AppendUvarint(index, pos-start)
 		index = binary.AppendVarint(index, minT-m.MinTime)
 		index = binary.AppendVarint(index, maxT-m.MinTime)
 		index = binary.LittleEndian.AppendUint64(index, math.Float64bits(s.ex[0].v))
 		index = binary.AppendUvarint(index, uint64(len(s.ex)))
-		w.Write(comp)
-		pos += uint64(len(comp))
 	}
 	ci := snappy.Encode(nil, append(binary.AppendUvarint(nil, uint64(m.Series)), index...))
 	var footer []byte

@@ -92,7 +92,6 @@ func newBlockReader(r io.ReaderAt, size, minT int64) (*blockReader, error) {
 		var e indexEntry
 		e.lset = d.labels()
 		e.off, e.len = d.uvarint(), d.uvarint()
-		e.crc = uint32(d.uvarint())
 		e.minT, e.maxT = minT+d.varint(), minT+d.varint()
 		e.maxV = d.float()
 		e.count = int(d.uvarint())
@@ -114,34 +113,54 @@ func newBlockReader(r io.ReaderAt, size, minT int64) (*blockReader, error) {
 }
 
 // section reads the exemplars of e, highest value first, calling fn
-// until it returns false.
+// until it returns false; it reads the pages it needs only.
 func (b *blockReader) section(e *indexEntry, fn func(s sample) bool) error {
-	comp := make([]byte, e.len)
-	if _, err := b.r.ReadAt(comp, int64(e.off)); err != nil {
-		return err
-	}
-	if crc32.Checksum(comp, castagnoli) != e.crc {
-		return fmt.Errorf("%w: section checksum", errCorrupt)
-	}
-	raw, err := decodeSnappy(comp, maxIndexBytes)
-	if err != nil {
-		return err
-	}
-	d := decoder{b: raw}
-	n := d.count(10)
-	if d.err == nil && n != e.count {
-		return fmt.Errorf("%w: section holds %d exemplars, index says %d", errCorrupt, n, e.count)
-	}
-	for range n {
-		s := sample{t: b.min + d.varint(), v: d.float(), labels: d.labels()}
+	off, end := int64(e.off), int64(e.off+e.len)
+	hdr := make([]byte, binary.MaxVarintLen64+4)
+	seen := 0
+	for off < end {
+		h := hdr[:min(int64(len(hdr)), end-off)]
+		if _, err := b.r.ReadAt(h, off); err != nil {
+			return err
+		}
+		n, k := binary.Uvarint(h)
+		if k <= 0 || len(h) < k+4 || n > uint64(end-off)-uint64(k+4) {
+			return fmt.Errorf("%w: page header at %d", errCorrupt, off)
+		}
+		crc := binary.LittleEndian.Uint32(h[k:])
+		off += int64(k + 4)
+		comp := make([]byte, n)
+		if _, err := b.r.ReadAt(comp, off); err != nil {
+			return err
+		}
+		off += int64(n)
+		if crc32.Checksum(comp, castagnoli) != crc {
+			return fmt.Errorf("%w: page checksum", errCorrupt)
+		}
+		raw, err := decodeSnappy(comp, maxIndexBytes)
+		if err != nil {
+			return err
+		}
+		d := decoder{b: raw}
+		count := d.count(10)
+		for range count {
+			s := sample{t: b.min + d.varint(), v: d.float(), labels: d.labels()}
+			if d.err != nil {
+				return d.err
+			}
+			seen++
+			if !fn(s) {
+				return nil
+			}
+		}
 		if d.err != nil {
 			return d.err
 		}
-		if !fn(s) {
-			return nil
-		}
 	}
-	return d.err
+	if seen != e.count {
+		return fmt.Errorf("%w: section holds %d exemplars, index says %d", errCorrupt, seen, e.count)
+	}
+	return nil
 }
 
 func (b *blockReader) Close() error {

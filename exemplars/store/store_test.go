@@ -46,21 +46,25 @@ func ex(ls labels.Labels, t time.Time, v float64, trace string) Exemplar {
 	return Exemplar{Series: ls, Exemplar: exemplar.Exemplar{Labels: el, Value: v, Ts: t.UnixMilli(), HasTs: true}}
 }
 
-// mesh returns n exemplars of three services over 6h from t0, each with
-// its own trace id, value and time.
+// mesh returns n exemplars of 103 services' latency buckets over 6h from
+// t0 (half of them of cart, checkout and payments), each with its own
+// random trace id, value and time.
 func mesh(n int) []Exemplar {
 	r := rand.New(rand.NewPCG(1, 2))
 	var es []Exemplar
-	for i := range n {
-		svc := []string{"cart", "checkout", "payments"}[i%3]
-		le := []string{"10", "100", "+Inf"}[r.IntN(3)]
+	for range n {
+		svc := []string{"cart", "checkout", "payments"}[r.IntN(3)]
+		if r.IntN(2) == 0 {
+			svc = fmt.Sprintf("svc-%d", r.IntN(100))
+		}
+		le := []string{"1", "5", "10", "25", "50", "100", "250", "500", "1000", "+Inf"}[r.IntN(10)]
 		at := t0.Add(time.Duration(r.Int64N(int64(6 * time.Hour))))
-		es = append(es, ex(bucketSeries(svc, le), at, float64(r.IntN(5000))/10, fmt.Sprintf("%032x", i+1)))
+		es = append(es, ex(bucketSeries(svc, le), at, float64(r.IntN(5000))/10, fmt.Sprintf("%016x%016x", r.Uint64(), r.Uint64())))
 	}
 	return es
 }
 
-func matchers(t *testing.T, kv ...string) []*labels.Matcher {
+func matchers(_ testing.TB, kv ...string) []*labels.Matcher {
 	var ms []*labels.Matcher
 	for i := 0; i < len(kv); i += 2 {
 		ms = append(ms, labels.MustNewMatcher(labels.MatchEqual, kv[i], kv[i+1]))
