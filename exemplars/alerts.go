@@ -54,7 +54,8 @@ type AlertAnnotatorOptions struct {
 	// Drilldown configures the lookups as it does the drill-down handler
 	// (parser, trace id labels, trace window, concurrency).
 	Drilldown DrilldownOptions
-	// Traces is how many trace ids an alert carries at most; zero means 5.
+	// Traces is how many trace ids an alert carries at most; zero means 5,
+	// a negative number removes the requests without looking up anything.
 	Traces int
 	// Timeout bounds the lookups of one notification; alerts still
 	// without traces when it passes are sent without them. Zero means 5s.
@@ -96,7 +97,7 @@ func NewAlertAnnotator(ex storage.ExemplarQueryable, tr TraceReader, o AlertAnno
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.Traces <= 0 {
+	if o.Traces == 0 {
 		o.Traces = 5
 	}
 	if o.Timeout <= 0 {
@@ -139,7 +140,7 @@ func (a *AlertAnnotator) Annotate(ctx context.Context, externalURL *url.URL, ale
 		b := labels.NewBuilder(al.Annotations).Del(AnnotationSlowest, AnnotationFailing)
 		key := alertKey{al.Labels.Hash(), al.ActiveAt.UnixNano()}
 		add, ok := a.cached(key)
-		if !ok && al.ResolvedAt.IsZero() && ctx.Err() == nil {
+		if !ok && a.o.Traces > 0 && al.ResolvedAt.IsZero() && ctx.Err() == nil {
 			name, query := AnnotationSlowest, slowest
 			if failing != "" {
 				name, query = AnnotationFailing, failing

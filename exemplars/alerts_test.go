@@ -212,6 +212,19 @@ func TestAlertAnnotatorFailures(t *testing.T) {
 	}
 }
 
+// TestAlertAnnotatorOff: with a negative number of traces the requests
+// are removed and nothing is looked up.
+func TestAlertAnnotatorOff(t *testing.T) {
+	f, _ := alertFixture(t)
+	ex := &countingExemplars{ex: f.db}
+	a := NewAlertAnnotator(ex, f.spans, AlertAnnotatorOptions{Traces: -1})
+	al := firing(f, "summary", "slow", AnnotationSlowest, checkoutSelector, AnnotationFailing, checkoutSelector)
+	a.Annotate(context.Background(), nil, []*promrules.Alert{al})
+	if got := al.Annotations.Map(); len(got) != 1 || got["summary"] != "slow" || ex.calls.Load() != 0 {
+		t.Errorf("annotations %v after %d lookups, want the summary only and no lookup", got, ex.calls.Load())
+	}
+}
+
 func TestAlertAnnotatorBadQuery(t *testing.T) {
 	f, _ := alertFixture(t)
 	a := NewAlertAnnotator(f.db, f.spans, AlertAnnotatorOptions{})
