@@ -19,6 +19,7 @@ import (
 
 	"github.com/meshlens/meshlens/config"
 	"github.com/meshlens/meshlens/exemplars"
+	"github.com/meshlens/meshlens/rules"
 	"github.com/meshlens/meshlens/traces"
 	"github.com/meshlens/meshlens/traces/forward"
 	"github.com/meshlens/meshlens/traces/ingest"
@@ -96,6 +97,18 @@ func openTraces(cfg config.TracesConfig, localRetention time.Duration, dataDir s
 // span store's traces.
 func (t *tracing) drilldown(ex storage.ExemplarQueryable, p parser.Parser) http.Handler {
 	return exemplars.NewDrilldownHandler(ex, t.store, exemplars.DrilldownOptions{Parser: p})
+}
+
+// alertAnnotator puts the traces behind alerts, n of them, into the
+// annotations of the alerts that ask for them; with n 0 it only removes
+// the requests.
+func (t *tracing) alertAnnotator(ex storage.ExemplarQueryable, p parser.Parser, n int, logger *slog.Logger) rules.AlertAnnotator {
+	if n == 0 {
+		n = -1
+	}
+	return exemplars.NewAlertAnnotator(ex, t.store, exemplars.AlertAnnotatorOptions{
+		Logger: logger, Metrics: t.metrics, Traces: n, Drilldown: exemplars.DrilldownOptions{Parser: p},
+	})
 }
 
 // add puts the trace components into the run group.
