@@ -158,4 +158,3 @@ func onlyTraced(rs []exemplarResult) []exemplarResult {
 	}
 	return out
 }
-
