@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os/exec"
+	"slices"
 	"testing"
 	"time"
 )
@@ -107,5 +108,67 @@ func TestDrilldown(t *testing.T) {
 	cp := d.CriticalPath
 	if cp.Traces != len(d.Exemplars) || cp.SelfMS <= 0 || cp.Top == nil || cp.Top.Callee == "" || cp.Top.Share <= 0 || cp.Top.Share > 1 {
 		t.Errorf("critical path %+v top %+v", cp, cp.Top)
+	}
+}
+
+// TestDrilldownFindsTheSlowEdge drills down from the whole mesh's latency
+// over the latency-edge scenario (calls from auth to billing 800ms slower):
+// the slowest exemplars' traces all cross auth → billing with billing's
+// span as their critical hop, and the aggregate critical path names that
+// edge.
+func TestDrilldownFindsTheSlowEdge(t *testing.T) {
+	if testing.Short() {
+		t.Skip("backfills a mesh; not in -short")
+	}
+	meshsim := buildMeshsim(t)
+	s := startServer(t, "", "")
+	end := time.Now().Truncate(time.Minute)
+	cmd := exec.Command(meshsim, "backfill", "--url", s.URL+"/api/v1/write", "--traces-url", s.URL+"/api/v2/spans",
+		"--scenario", "../../testdata/scenarios/latency-edge.yaml", "--hours", "0.25", "--trace-sampling", "0.01",
+		"--end", end.Format(time.RFC3339), "--progress", "0")
+	cmd.Stdout, cmd.Stderr = testLog{t}, testLog{t}
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("meshsim backfill: %v", err)
+	}
+
+	var d struct {
+		Exemplars []struct {
+			TraceID    string `json:"trace_id"`
+			TraceFound bool   `json:"trace_found"`
+			Trace      *struct {
+				Services    []string `json:"services"`
+				CriticalHop *struct {
+					Service string `json:"service"`
+				} `json:"critical_hop"`
+			} `json:"trace"`
+		} `json:"exemplars"`
+		CriticalPath struct {
+			Top *struct {
+				Caller string  `json:"caller"`
+				Callee string  `json:"callee"`
+				Share  float64 `json:"share"`
+			} `json:"top"`
+		} `json:"critical_path"`
+	}
+	q := url.Values{"query": {"histogram_quantile(0.99, sum by (le) (rate(istio_request_duration_milliseconds_bucket[5m])))"},
+		"start": {fmt.Sprint(end.Add(-20 * time.Minute).Unix())}, "end": {fmt.Sprint(end.Add(time.Minute).Unix())}, "limit": {"10"}}
+	apiData(t, s, "/api/v1/drilldown?"+q.Encode(), &d)
+	// Spans name services with their namespace.
+	const auth, billing = "auth.travel", "billing.platform"
+	if len(d.Exemplars) < 5 {
+		t.Fatalf("%d exemplars, want 10", len(d.Exemplars))
+	}
+	for _, e := range d.Exemplars {
+		if !e.TraceFound || e.Trace == nil {
+			t.Errorf("trace %s not found", e.TraceID)
+			continue
+		}
+		if !slices.Contains(e.Trace.Services, auth) || !slices.Contains(e.Trace.Services, billing) ||
+			e.Trace.CriticalHop == nil || e.Trace.CriticalHop.Service != billing {
+			t.Errorf("trace %s: services %v, critical hop %+v; want auth and billing, billing's span the critical hop", e.TraceID, e.Trace.Services, e.Trace.CriticalHop)
+		}
+	}
+	if top := d.CriticalPath.Top; top == nil || top.Caller != auth || top.Callee != billing || top.Share < 0.5 {
+		t.Errorf("aggregate critical path %+v, want auth → billing with most of the self time", top)
 	}
 }
