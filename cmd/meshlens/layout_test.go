@@ -8,8 +8,8 @@ import (
 )
 
 // TestPackageLayout keeps the import rules of DESIGN.md:
-//   - only cmd imports tsdb and config (the trace store may import
-//     tsdb/block, the one home of the bucket's block format), and the
+//   - only cmd imports tsdb and config (the trace and exemplar stores may
+//     import tsdb/block, the one home of the bucket's block format), and the
 //     component packages do not import each other;
 //   - cmd holds commands only (package main: flags, wiring, subcommands),
 //     a command imports no other command, and nothing outside cmd imports
@@ -87,7 +87,7 @@ func TestPackageLayout(t *testing.T) {
 			if dtop == top {
 				continue
 			}
-			if (dtop == "tsdb" || dtop == "config") && !(top == "traces" && (d == "tsdb/block" || strings.HasPrefix(d, "tsdb/block/"))) {
+			if (dtop == "tsdb" || dtop == "config") && !((top == "traces" || top == "exemplars") && (d == "tsdb/block" || strings.HasPrefix(d, "tsdb/block/"))) {
 				t.Errorf("%s imports %s: only cmd may import tsdb and config", pkg, d)
 			}
 			for _, c := range components {
