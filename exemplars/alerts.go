@@ -52,7 +52,9 @@ type AlertAnnotatorOptions struct {
 	// means no metrics.
 	Metrics *metrics.Set
 	// Drilldown configures the lookups as it does the drill-down handler
-	// (parser, trace id labels, trace window, concurrency).
+	// (parser, trace id labels, trace window, concurrency). Its
+	// MaxCoverageTraces bounds the traces read to find an alert's stored
+	// ones; zero means 10 times Traces.
 	Drilldown DrilldownOptions
 	// Traces is how many trace ids an alert carries at most; zero means 5,
 	// a negative number removes the requests without looking up anything.
@@ -108,6 +110,9 @@ func NewAlertAnnotator(ex storage.ExemplarQueryable, tr TraceReader, o AlertAnno
 	}
 	if o.CacheSize <= 0 {
 		o.CacheSize = 10000
+	}
+	if o.Drilldown.MaxCoverageTraces <= 0 {
+		o.Drilldown.MaxCoverageTraces = 10 * max(o.Traces, 1)
 	}
 	o.Drilldown.defaults()
 	a := &AlertAnnotator{

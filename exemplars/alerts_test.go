@@ -225,6 +225,33 @@ func TestAlertAnnotatorOff(t *testing.T) {
 	}
 }
 
+// countingTraces counts the traces read.
+type countingTraces struct {
+	tr    TraceReader
+	calls atomic.Int32
+}
+
+func (c *countingTraces) Trace(ctx context.Context, id traces.TraceID, r traces.TimeRange) ([]traces.Span, error) {
+	c.calls.Add(1)
+	return c.tr.Trace(ctx, id, r)
+}
+
+// TestAlertAnnotatorReadsFewTraces: when the exemplars' traces are not
+// stored, an alert's lookup reads at most 10 times Traces of them.
+func TestAlertAnnotatorReadsFewTraces(t *testing.T) {
+	f := newFixture(t)
+	for n := 1; n <= 100; n++ {
+		f.exemplar(t, "dst-5000", f.now.Add(time.Duration(n-200)*time.Second), float64(n), "trace_id", traceID(n).String())
+	}
+	tr := &countingTraces{tr: f.spans}
+	a := NewAlertAnnotator(f.db, tr, AlertAnnotatorOptions{Traces: 2})
+	al := firing(f, AnnotationSlowest, checkoutSelector)
+	a.Annotate(context.Background(), nil, []*promrules.Alert{al})
+	if got := al.Annotations.Map(); len(got) != 0 || tr.calls.Load() != 20 {
+		t.Errorf("annotations %v after reading %d traces, want none after 20", got, tr.calls.Load())
+	}
+}
+
 func TestAlertAnnotatorBadQuery(t *testing.T) {
 	f, _ := alertFixture(t)
 	a := NewAlertAnnotator(f.db, f.spans, AlertAnnotatorOptions{})
