@@ -119,9 +119,9 @@ func (o *TraceCoverageOptions) defaults() {
 	}
 }
 
-// TraceCoverage measures, per destination service and per edge, the share of
-// request exemplars whose trace the span store holds, and writes it as
-// series. A group without exemplars in a run's window gets no sample (and
+// TraceCoverage measures, per destination service and per edge, the share
+// of the traces named by request exemplars that the span store holds, and
+// writes it as series. A group without exemplars in a run's window gets no sample (and
 // a staleness marker after one), since no exemplars is not 0% coverage.
 type TraceCoverage struct {
 	ex     storage.ExemplarQueryable
@@ -137,8 +137,8 @@ type TraceCoverage struct {
 	written map[uint64]labels.Labels // series written by the last run, by hash
 }
 
-// NewTraceCoverage returns a TraceCoverage of the exemplars of ex by the traces of
-// tr, writing to app.
+// NewTraceCoverage returns a TraceCoverage of the exemplars of ex by the
+// traces of tr, writing to app.
 func NewTraceCoverage(ex storage.ExemplarQueryable, tr TraceReader, app storage.AppendableV2, o TraceCoverageOptions) *TraceCoverage {
 	o.defaults()
 	s := o.Metrics
@@ -195,7 +195,7 @@ type coverageTrace struct {
 // writes the series at now.
 func (c *TraceCoverage) collect(ctx context.Context, now time.Time) (*coverageResult, error) {
 	c.runs.Inc()
-	defer c.duration.UpdateDuration(now)
+	defer c.duration.UpdateDuration(time.Now())
 	end := timestamp.FromTime(now.Add(-c.o.Lag))
 	start := c.next
 	if start == 0 || start >= end {
@@ -207,7 +207,9 @@ func (c *TraceCoverage) collect(ctx context.Context, now time.Time) (*coverageRe
 		err = c.write(ctx, timestamp.FromTime(now), res)
 	}
 	if err != nil {
-		c.failures.Inc()
+		if ctx.Err() == nil { // not a shutdown
+			c.failures.Inc()
+		}
 		c.next = start
 		return nil, err
 	}
