@@ -43,6 +43,14 @@ const (
 	ScopeResource Scope = "resource"
 )
 
+// Finder is implemented by readers that tell which of many traces they
+// hold faster than reading each one.
+type Finder interface {
+	// Stored reports, for each id, whether a span of the trace starting in
+	// tr is stored.
+	Stored(ctx context.Context, ids []TraceID, tr TimeRange) ([]bool, error)
+}
+
 // Reader reads stored traces. Every method covers the head, local blocks
 // and the bucket.
 type Reader interface {

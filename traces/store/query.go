@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -115,6 +116,54 @@ func (s *Store) Trace(ctx context.Context, id traces.TraceID, tr traces.TimeRang
 	slices.SortStableFunc(out, func(a, b traces.Span) int { return cmp.Compare(a.StartUnixNano, b.StartUnixNano) })
 	return out, nil
 }
+
+// Stored implements traces.Finder: the head is looked up by id, and each
+// block in tr is read once for all the ids it may hold.
+func (s *Store) Stored(ctx context.Context, ids []traces.TraceID, tr traces.TimeRange) ([]bool, error) {
+	tr = s.clamp(tr)
+	order := make([]int, len(ids))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return bytes.Compare(ids[a][:], ids[b][:]) })
+	sorted := make([]traces.TraceID, len(ids))
+	for i, k := range order {
+		sorted[i] = ids[k]
+	}
+	found := make([]bool, len(ids))
+	left := len(ids)
+	s.headMu.RLock()
+	for i, id := range sorted {
+		if t := s.head.traces[id]; t != nil && slices.ContainsFunc(t.spans, func(sp traces.Span) bool { return inRange(tr, &sp) }) {
+			found[i] = true
+			left--
+		}
+	}
+	for _, t := range s.head.cutting {
+		if i, ok := slices.BinarySearchFunc(sorted, t.spans[0].TraceID, func(a, b traces.TraceID) int { return bytes.Compare(a[:], b[:]) }); ok && !found[i] &&
+			slices.ContainsFunc(t.spans, func(sp traces.Span) bool { return inRange(tr, &sp) }) {
+			found[i] = true
+			left--
+		}
+	}
+	s.headMu.RUnlock()
+	if left > 0 {
+		err := s.eachBlock(ctx, tr, nil, func(b *spanblock.Block) (bool, error) {
+			err := b.Contains(ctx, sorted, tr, found)
+			return !allTrue(found), err
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	out := make([]bool, len(ids))
+	for i, k := range order {
+		out[k] = found[i]
+	}
+	return out, nil
+}
+
+func allTrue(bs []bool) bool { return !slices.Contains(bs, false) }
 
 // Traces calls fn with each trace of the head with a span starting in tr,
 // then with those of each block, newest first.

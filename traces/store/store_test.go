@@ -390,3 +390,42 @@ func TestRun(t *testing.T) {
 		t.Fatalf("head holds %d spans after Run cut it", n)
 	}
 }
+
+// TestStoredAgreesWithTrace: Stored answers for many ids at once what
+// Trace answers for each, over the head and blocks, in and out of the
+// time range.
+func TestStoredAgreesWithTrace(t *testing.T) {
+	ctx := context.Background()
+	clock := tracestest.NewClock(tracestest.T0)
+	s := openTest(t, testOptions(t.TempDir(), clock.Now))
+	// Traces 1-60 in three blocks, 61-80 in the head, an hour apart in
+	// groups of 20.
+	for i := range 80 {
+		at := tracestest.T0.Add(-4*time.Hour + time.Duration(i/20)*time.Hour)
+		must(t, s.Append(ctx, tracestest.Trace(byte(i+1), 3, at)))
+		if i%20 == 19 && i < 60 {
+			must(t, s.CutBlock(ctx))
+		}
+	}
+	var ids []traces.TraceID
+	for i := 120; i > 0; i -= 3 { // unsorted, some never stored
+		ids = append(ids, tracestest.ID(byte(i)))
+	}
+	for _, tr := range []traces.TimeRange{{}, {Start: uint64(tracestest.T0.Add(-3 * time.Hour).UnixNano()), End: uint64(tracestest.T0.Add(-90 * time.Minute).UnixNano())}} {
+		got, err := s.Stored(ctx, ids, tr)
+		must(t, err)
+		n := 0
+		for i, id := range ids {
+			_, err := s.Trace(ctx, id, tr)
+			if want := err == nil; got[i] != want {
+				t.Errorf("range %v: Stored(%s) = %v, Trace found it: %v", tr, id, got[i], want)
+			}
+			if got[i] {
+				n++
+			}
+		}
+		if n == 0 || n == len(ids) {
+			t.Errorf("range %v: %d of %d found; the test wants a mix", tr, n, len(ids))
+		}
+	}
+}

@@ -211,6 +211,75 @@ func inRange(tr traces.TimeRange, t uint64) bool {
 	return (tr.Start == 0 || t >= tr.Start) && (tr.End == 0 || t <= tr.End)
 }
 
+// Contains sets found[i] for each ids[i] (sorted ascending) that the block
+// holds a span of, starting in tr, leaving the other entries as they are.
+// It reads each row group's trace ids once, and only of the row groups
+// whose bounds and bloom filter admit one of the ids not found yet: the
+// cost of many lookups in one pass.
+func (b *Block) Contains(ctx context.Context, ids []traces.TraceID, tr traces.TimeRange, found []bool) (err error) {
+	defer recoverErr(&err)
+	var want []int // indexes into ids, sorted as ids
+	for i := range b.index {
+		e := &b.index[i]
+		if !tr.Overlaps(e.MinStart, e.MaxStart) {
+			continue
+		}
+		lo := sort.Search(len(ids), func(k int) bool { return bytes.Compare(ids[k][:], e.MinID[:]) >= 0 })
+		want = want[:0]
+		for k := lo; k < len(ids) && bytes.Compare(ids[k][:], e.MaxID[:]) <= 0; k++ {
+			if !found[k] && b.bloom.Test(ids[k][:]) {
+				want = append(want, k)
+			}
+		}
+		if len(want) == 0 {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := containsRows(b.pf.RowGroups()[i], ids, want, found); err != nil {
+			return fmt.Errorf("read trace ids from %s: %w", filepath.Join(b.dir, DataFilename), err)
+		}
+	}
+	return nil
+}
+
+// containsRows merges the row group's sorted trace ids with ids[want...]
+// and sets found for those present.
+func containsRows(rg parquet.RowGroup, ids []traces.TraceID, want []int, found []bool) error {
+	pages := rg.ColumnChunks()[0].Pages()
+	defer pages.Close()
+	w := 0
+	for w < len(want) {
+		page, err := pages.ReadPage()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		values := page.Data()
+		data, size := values.FixedLenByteArray()
+		if size != len(traces.TraceID{}) || int64(len(data)) != page.NumRows()*int64(size) {
+			parquet.Release(page)
+			return fmt.Errorf("trace_id page of %d rows has %d bytes of %d-byte values", page.NumRows(), len(data), size)
+		}
+		for k := 0; k < len(data) && w < len(want); {
+			switch c := bytes.Compare(data[k:k+size], ids[want[w]][:]); {
+			case c < 0:
+				k += size
+			case c == 0:
+				found[want[w]] = true
+				w++
+			default:
+				w++
+			}
+		}
+		parquet.Release(page)
+	}
+	return nil
+}
+
 // findRows returns the rows [lo, hi) of id in the row group, reading only
 // the trace_id pages whose bounds in the column index can hold it.
 func findRows(rg parquet.RowGroup, id traces.TraceID) (lo, hi int64, err error) {
