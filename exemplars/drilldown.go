@@ -502,6 +502,22 @@ func (h *drilldown) lookup(ctx context.Context, todo []*traceCheck) error {
 // summarize. A trace that is not stored is not found; any other failure
 // ends the lookups.
 func lookupTraces(ctx context.Context, tr TraceReader, todo []*traceCheck, window time.Duration, concurrency int) error {
+	if f, ok := tr.(traces.Finder); ok {
+		// Those not to summarize need only be found: all at once.
+		var find []*traceCheck
+		rest := todo[:0:0]
+		for _, c := range todo {
+			if c.summarize {
+				rest = append(rest, c)
+			} else {
+				find = append(find, c)
+			}
+		}
+		if err := findTraces(ctx, f, find, window); err != nil {
+			return err
+		}
+		todo = rest
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -548,6 +564,30 @@ feed:
 		return firstErr
 	}
 	return ctx.Err()
+}
+
+// findTraces sets found for the checks whose trace f holds, over the
+// window around the earliest and latest exemplar (trace ids are random:
+// an id found a little outside its own exemplar's window is its trace).
+func findTraces(ctx context.Context, f traces.Finder, todo []*traceCheck, window time.Duration) error {
+	if len(todo) == 0 {
+		return nil
+	}
+	ids := make([]traces.TraceID, len(todo))
+	lo, hi := todo[0].ts, todo[0].ts
+	for i, c := range todo {
+		ids[i] = c.id
+		lo, hi = min(lo, c.ts), max(hi, c.ts)
+	}
+	win := window.Milliseconds()
+	found, err := f.Stored(ctx, ids, traces.TimeRange{Start: msToNS(lo - win), End: msToNS(hi + win)})
+	if err != nil {
+		return fmt.Errorf("find traces: %w", err)
+	}
+	for i, c := range todo {
+		c.found = found[i]
+	}
+	return nil
 }
 
 func msToNS(ms int64) uint64 {
