@@ -71,7 +71,7 @@ func newBenchMesh(b *testing.B, history time.Duration, rate int) *benchMesh {
 				}
 			}
 			exs = append(exs, exstore.Exemplar{
-				Series: labels.FromStrings("__name__", "istio_request_duration_milliseconds_bucket", "destination_service_name", fmt.Sprintf("svc-%d", callee), "le", le, "reporter", "destination"),
+				Series:   labels.FromStrings("__name__", "istio_request_duration_milliseconds_bucket", "destination_service_name", fmt.Sprintf("svc-%d", callee), "le", le, "reporter", "destination"),
 				Exemplar: exemplar.Exemplar{Labels: labels.FromStrings("trace_id", id.String()), Value: ms, Ts: now.UnixMilli(), HasTs: true},
 			})
 		}
@@ -107,7 +107,9 @@ func newBenchMesh(b *testing.B, history time.Duration, rate int) *benchMesh {
 func benchTrace(id traces.TraceID, caller, callee string, start time.Time, ms float64) []traces.Span {
 	at := uint64(start.UnixNano())
 	d := uint64(ms * float64(time.Millisecond))
-	sid := func(k byte) traces.SpanID { return traces.SpanID{id[15], id[14], id[13], id[12], id[11], id[10], id[9], k} }
+	sid := func(k byte) traces.SpanID {
+		return traces.SpanID{id[15], id[14], id[13], id[12], id[11], id[10], id[9], k}
+	}
 	return []traces.Span{
 		{TraceID: id, SpanID: sid(1), Name: "GET /", Kind: traces.KindServer, Service: caller, StartUnixNano: at, EndUnixNano: at + d + 2e6},
 		{TraceID: id, SpanID: sid(2), ParentSpanID: sid(1), Name: "GET /" + callee, Kind: traces.KindClient, Service: caller, StartUnixNano: at + 1e6, EndUnixNano: at + 1e6 + d},
