@@ -80,6 +80,10 @@ type RulesConfig struct {
 	ForGracePeriod Duration `yaml:"for_grace_period"`
 	// ResendDelay is how often firing alerts are re-sent to Alertmanager.
 	ResendDelay Duration `yaml:"resend_delay"`
+	// AlertTraces is how many trace ids an alert that asks for them (the
+	// meshlens_exemplars annotation) carries to Alertmanager; 0 turns the
+	// lookup off and drops the request.
+	AlertTraces int `yaml:"alert_traces"`
 }
 
 // AggregationConfig configures stream aggregation: counters summed over
@@ -143,6 +147,27 @@ type TracesConfig struct {
 	// Tempo, Jaeger, an OpenTelemetry Collector); off unless an endpoint is
 	// set.
 	Forward ForwardConfig `yaml:"forward"`
+	// Coverage measures the share of request exemplars whose trace is
+	// stored and writes it as series (meshlens_exemplar_trace_coverage_ratio).
+	Coverage TraceCoverageConfig `yaml:"coverage"`
+}
+
+// TraceCoverageConfig configures the trace coverage series.
+type TraceCoverageConfig struct {
+	// Enabled turns the measurement on; on by default.
+	Enabled bool `yaml:"enabled"`
+	// Interval is the time between measurements (and the series' sample
+	// interval).
+	Interval Duration `yaml:"interval"`
+	// Lag is how far behind now a measurement's window ends: spans arrive
+	// after the request their exemplar belongs to ends.
+	Lag Duration `yaml:"lag"`
+	// MaxTraces bounds the traces looked up per measurement; beyond it a
+	// sample chosen by trace id is checked.
+	MaxTraces int `yaml:"max_traces"`
+	// Selectors choose the request exemplars (series selectors); empty
+	// means Istio's request-duration histograms.
+	Selectors []string `yaml:"selectors"`
 }
 
 // OTLPGRPCConfig configures the OTLP/gRPC listener.
@@ -340,12 +365,14 @@ func Default() Config {
 			MaxAttributeValueBytes: 4096,
 			MaxSpansPerTrace:       100000,
 			Forward:                ForwardConfig{Protocol: "grpc", Timeout: Duration(10 * time.Second), QueueSpans: 100000},
+			Coverage:               TraceCoverageConfig{Enabled: true, Interval: Duration(time.Minute), Lag: Duration(time.Minute), MaxTraces: 10000},
 		},
 		Rules: RulesConfig{
 			EvaluationInterval: Duration(30 * time.Second),
 			OutageTolerance:    Duration(time.Hour),
 			ForGracePeriod:     Duration(10 * time.Minute),
 			ResendDelay:        Duration(time.Minute),
+			AlertTraces:        5,
 		},
 	}
 }
@@ -415,6 +442,7 @@ func (c Config) Validate() error {
 		{c.Rules.OutageTolerance >= 0, "rules.outage_tolerance", "must not be negative"},
 		{c.Rules.ForGracePeriod >= 0, "rules.for_grace_period", "must not be negative"},
 		{c.Rules.ResendDelay > 0, "rules.resend_delay", "must be positive"},
+		{c.Rules.AlertTraces >= 0, "rules.alert_traces", "must not be negative"},
 		{c.Aggregation.FlushDelay >= 0, "aggregation.flush_delay", "must not be negative"},
 		{c.Traces.Retention > 0, "traces.retention", "must be positive"},
 		{c.Traces.TraceIdle > 0, "traces.trace_idle", "must be positive"},
@@ -427,6 +455,9 @@ func (c Config) Validate() error {
 		{c.Traces.Forward.Protocol == "grpc" || c.Traces.Forward.Protocol == "http", "traces.forward.protocol", "must be grpc or http"},
 		{c.Traces.Forward.Timeout > 0, "traces.forward.timeout", "must be positive"},
 		{c.Traces.Forward.QueueSpans > 0, "traces.forward.queue_spans", "must be positive"},
+		{c.Traces.Coverage.Interval > 0, "traces.coverage.interval", "must be positive"},
+		{c.Traces.Coverage.Lag > 0, "traces.coverage.lag", "must be positive"},
+		{c.Traces.Coverage.MaxTraces > 0, "traces.coverage.max_traces", "must be positive"},
 	}
 	for _, ch := range checks {
 		if !ch.ok {
@@ -446,6 +477,11 @@ func (c Config) Validate() error {
 	for _, f := range c.Rules.Files {
 		if _, err := filepath.Match(f, ""); err != nil {
 			return fmt.Errorf("rules.files: %q: %w", f, err)
+		}
+	}
+	for i, sel := range c.Traces.Coverage.Selectors {
+		if _, err := parser.NewParser(parser.Options{}).ParseMetricSelector(sel); err != nil {
+			return fmt.Errorf("traces.coverage.selectors[%d]: %q: %w", i, sel, err)
 		}
 	}
 	for i, r := range c.Aggregation.Rules {

@@ -57,7 +57,8 @@ func TestFileOverridesDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Storage.TSDB.Retention != Duration(30*24*time.Hour) || cfg.RemoteWrite.MaxDecodedBytes != 64<<20 || cfg.Storage.TSDB.RetentionSize != 100<<30 ||
-		cfg.Traces.Retention != Duration(3*24*time.Hour) || cfg.Traces.Forward.Headers["X-Scope-OrgID"] != "mesh" || cfg.Traces.OTLPGRPC.Address != "0.0.0.0:4317" {
+		cfg.Traces.Retention != Duration(3*24*time.Hour) || cfg.Traces.Forward.Headers["X-Scope-OrgID"] != "mesh" || cfg.Traces.OTLPGRPC.Address != "0.0.0.0:4317" ||
+		cfg.Rules.AlertTraces != 3 {
 		t.Errorf("file values not applied: %+v", cfg)
 	}
 	d := Default()

@@ -34,6 +34,8 @@ import (
 	"github.com/meshlens/meshlens/api"
 	"github.com/meshlens/meshlens/api/remoteread"
 	"github.com/meshlens/meshlens/config"
+	"github.com/meshlens/meshlens/exemplars"
+	exstore "github.com/meshlens/meshlens/exemplars/store"
 	"github.com/meshlens/meshlens/remotewrite"
 	"github.com/meshlens/meshlens/remotewrite/aggregate"
 	"github.com/meshlens/meshlens/remotewrite/decode"
@@ -76,9 +78,12 @@ type Main struct {
 	aggr      *aggregate.Aggregator // nil without aggregation rules
 	rules     *rules.Engine
 	traces    *tracing
-	metrics   *metrics.Set // meshlens's own metrics, shown on /metrics
+	exemplars *exstore.Store // exemplars with a trace id, kept as long as spans
+	metrics   *metrics.Set   // meshlens's own metrics, shown on /metrics
 	ln        net.Listener
 	srv       *http.Server
+
+	coverage *exemplars.TraceCoverage // nil with traces.coverage.enabled false
 }
 
 // NewMain returns a Main with the embedded defaults.
@@ -180,7 +185,10 @@ func (m *Main) Open() (err error) {
 	// see the local TSDB and the bucket through it.
 	m.openDB = func() (*tsdb.DB, error) { return tsdb.Open(tsdbDir, opts, quietLogger, reg) }
 	m.gate = tsdb.NewGate(m.bucket)
-	store := m.gate
+	if m.exemplars, err = openExemplars(cfg.Traces, m.DataDir, bkt, m.Compact, m.metrics, quietLogger.With("component", "exemplar store")); err != nil {
+		return err
+	}
+	store := newStorageWithExemplars(m.gate, m.exemplars)
 	q := cfg.Query
 	tracker, err := promql.NewActiveQueryTracker(m.DataDir, q.MaxConcurrency, m.logger.With("component", "query tracker"))
 	if err != nil {
@@ -202,11 +210,15 @@ func (m *Main) Open() (err error) {
 			return a, nil
 		})
 	}
+	stages = append(stages, exemplarStage(m.exemplars))
 	ingest, err := ingestChain(m.gate, stages...)
 	if err != nil {
 		return err
 	}
 	if m.traces, err = openTraces(cfg.Traces, time.Duration(cfg.Storage.LocalRetention), m.DataDir, bkt, m.Compact, m.metrics, m.logger, quietLogger); err != nil {
+		return err
+	}
+	if m.coverage, err = newTraceCoverage(cfg.Traces.Coverage, store, m.traces.store, m.gate, m.metrics, m.logger.With("component", "trace coverage")); err != nil {
 		return err
 	}
 	meta := remotewrite.NewMetadataStore()
@@ -233,6 +245,7 @@ func (m *Main) Open() (err error) {
 		OutageTolerance: time.Duration(rc.OutageTolerance),
 		ForGracePeriod:  time.Duration(rc.ForGracePeriod),
 		ResendDelay:     time.Duration(rc.ResendDelay),
+		Annotator:       m.traces.alertAnnotator(store, newParser(q), rc.AlertTraces, quietLogger.With("component", "alert traces")),
 	}, m.rulesConfig(cfg))
 	if err != nil {
 		return err
@@ -378,6 +391,11 @@ func (m *Main) Run(ctx context.Context) error {
 		g.Add(func() error { return m.bucket.Run(ctx) }, func(error) { cancel() })
 	}
 	m.traces.add(&g)
+	addTraceCoverage(&g, m.coverage, m.gate.Done())
+	{
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { return m.exemplars.Run(ctx) }, func(error) { cancel() })
+	}
 	if m.compactor != nil {
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error {
@@ -438,6 +456,10 @@ func (m *Main) Close() error {
 	if m.engine != nil {
 		err = m.engine.Close()
 		m.engine = nil
+	}
+	if m.exemplars != nil {
+		err = errors.Join(err, m.exemplars.Close())
+		m.exemplars = nil
 	}
 	if m.traces != nil {
 		err = errors.Join(err, m.traces.Close())
