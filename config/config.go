@@ -147,6 +147,11 @@ type TracesConfig struct {
 	// Tempo, Jaeger, an OpenTelemetry Collector); off unless an endpoint is
 	// set.
 	Forward ForwardConfig `yaml:"forward"`
+	// ExemplarTraceIDLabels are the exemplar labels that hold a trace id,
+	// in order of preference: exemplars with one are kept for Retention,
+	// and the drill-down, the coverage series and the alerts' traces read
+	// the trace id from them.
+	ExemplarTraceIDLabels []string `yaml:"exemplar_trace_id_labels"`
 	// Coverage measures the share of request exemplars whose trace is
 	// stored and writes it as series (meshlens_exemplar_trace_coverage_ratio).
 	Coverage TraceCoverageConfig `yaml:"coverage"`
@@ -365,6 +370,7 @@ func Default() Config {
 			MaxAttributeValueBytes: 4096,
 			MaxSpansPerTrace:       100000,
 			Forward:                ForwardConfig{Protocol: "grpc", Timeout: Duration(10 * time.Second), QueueSpans: 100000},
+			ExemplarTraceIDLabels:  []string{"trace_id", "traceId", "traceID"},
 			Coverage:               TraceCoverageConfig{Enabled: true, Interval: Duration(time.Minute), Lag: Duration(time.Minute), MaxTraces: 10000},
 		},
 		Rules: RulesConfig{
@@ -455,6 +461,7 @@ func (c Config) Validate() error {
 		{c.Traces.Forward.Protocol == "grpc" || c.Traces.Forward.Protocol == "http", "traces.forward.protocol", "must be grpc or http"},
 		{c.Traces.Forward.Timeout > 0, "traces.forward.timeout", "must be positive"},
 		{c.Traces.Forward.QueueSpans > 0, "traces.forward.queue_spans", "must be positive"},
+		{len(c.Traces.ExemplarTraceIDLabels) > 0 && !slices.Contains(c.Traces.ExemplarTraceIDLabels, ""), "traces.exemplar_trace_id_labels", "must name at least one label, none empty"},
 		{c.Traces.Coverage.Interval > 0, "traces.coverage.interval", "must be positive"},
 		{c.Traces.Coverage.Lag > 0, "traces.coverage.lag", "must be positive"},
 		{c.Traces.Coverage.MaxTraces > 0, "traces.coverage.max_traces", "must be positive"},

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -58,7 +59,7 @@ func TestFileOverridesDefaults(t *testing.T) {
 	}
 	if cfg.Storage.TSDB.Retention != Duration(30*24*time.Hour) || cfg.RemoteWrite.MaxDecodedBytes != 64<<20 || cfg.Storage.TSDB.RetentionSize != 100<<30 ||
 		cfg.Traces.Retention != Duration(3*24*time.Hour) || cfg.Traces.Forward.Headers["X-Scope-OrgID"] != "mesh" || cfg.Traces.OTLPGRPC.Address != "0.0.0.0:4317" ||
-		cfg.Rules.AlertTraces != 3 {
+		cfg.Rules.AlertTraces != 3 || !slices.Equal(cfg.Traces.ExemplarTraceIDLabels, []string{"traceID"}) {
 		t.Errorf("file values not applied: %+v", cfg)
 	}
 	d := Default()

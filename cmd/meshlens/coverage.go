@@ -19,7 +19,7 @@ import (
 // newTraceCoverage builds the writer of the trace coverage series: the
 // exemplars of ex checked against the traces of tr, written to app. It is
 // nil when traces.coverage.enabled is false.
-func newTraceCoverage(c config.TraceCoverageConfig, ex storage.ExemplarQueryable, tr exemplars.TraceReader, app storage.AppendableV2, set *metrics.Set, logger *slog.Logger) (*exemplars.TraceCoverage, error) {
+func newTraceCoverage(c config.TraceCoverageConfig, traceIDLabels []string, ex storage.ExemplarQueryable, tr exemplars.TraceReader, app storage.AppendableV2, set *metrics.Set, logger *slog.Logger) (*exemplars.TraceCoverage, error) {
 	if !c.Enabled {
 		return nil, nil
 	}
@@ -32,12 +32,13 @@ func newTraceCoverage(c config.TraceCoverageConfig, ex storage.ExemplarQueryable
 		sels = append(sels, ms)
 	}
 	return exemplars.NewTraceCoverage(ex, tr, app, exemplars.TraceCoverageOptions{
-		Interval:  time.Duration(c.Interval),
-		Lag:       time.Duration(c.Lag),
-		MaxTraces: c.MaxTraces,
-		Selectors: sels,
-		Logger:    logger,
-		Metrics:   set,
+		Interval:      time.Duration(c.Interval),
+		Lag:           time.Duration(c.Lag),
+		MaxTraces:     c.MaxTraces,
+		Selectors:     sels,
+		TraceIDLabels: traceIDLabels,
+		Logger:        logger,
+		Metrics:       set,
 	}), nil
 }
 

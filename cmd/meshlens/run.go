@@ -218,7 +218,7 @@ func (m *Main) Open() (err error) {
 	if m.traces, err = openTraces(cfg.Traces, time.Duration(cfg.Storage.LocalRetention), m.DataDir, bkt, m.Compact, m.metrics, m.logger, quietLogger); err != nil {
 		return err
 	}
-	if m.coverage, err = newTraceCoverage(cfg.Traces.Coverage, store, m.traces.store, m.gate, m.metrics, m.logger.With("component", "trace coverage")); err != nil {
+	if m.coverage, err = newTraceCoverage(cfg.Traces.Coverage, cfg.Traces.ExemplarTraceIDLabels, store, m.traces.store, m.gate, m.metrics, m.logger.With("component", "trace coverage")); err != nil {
 		return err
 	}
 	meta := remotewrite.NewMetadataStore()

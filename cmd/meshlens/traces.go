@@ -34,8 +34,10 @@ import (
 // query APIs.
 type tracing struct {
 	metrics *metrics.Set
-	store   *store.Store
-	fwd     *forward.Forwarder // nil without traces.forward.endpoint
+	// traceIDLabels are the exemplar labels that hold a trace id.
+	traceIDLabels []string
+	store         *store.Store
+	fwd           *forward.Forwarder // nil without traces.forward.endpoint
 
 	grpcLn  net.Listener // nil without traces.otlp_grpc.address
 	grpcSrv *grpc.Server
@@ -47,7 +49,7 @@ type tracing struct {
 // and builds the handlers. compact makes this node the bucket's trace
 // compactor. The components' self-metrics go to set, the server's.
 func openTraces(cfg config.TracesConfig, localRetention time.Duration, dataDir string, bkt objstore.Bucket, compact bool, set *metrics.Set, logger, quiet *slog.Logger) (t *tracing, err error) {
-	t = &tracing{metrics: set}
+	t = &tracing{metrics: set, traceIDLabels: cfg.ExemplarTraceIDLabels}
 	defer func() {
 		if err != nil {
 			t.Close()
@@ -96,7 +98,7 @@ func openTraces(cfg config.TracesConfig, localRetention time.Duration, dataDir s
 // drilldown serves /api/v1/drilldown: the exemplars of ex joined to the
 // span store's traces.
 func (t *tracing) drilldown(ex storage.ExemplarQueryable, p parser.Parser) http.Handler {
-	return exemplars.NewDrilldownHandler(ex, t.store, exemplars.DrilldownOptions{Parser: p})
+	return exemplars.NewDrilldownHandler(ex, t.store, exemplars.DrilldownOptions{Parser: p, TraceIDLabels: t.traceIDLabels})
 }
 
 // alertAnnotator puts the traces behind alerts, n of them, into the
@@ -107,7 +109,7 @@ func (t *tracing) alertAnnotator(ex storage.ExemplarQueryable, p parser.Parser, 
 		n = -1
 	}
 	return exemplars.NewAlertAnnotator(ex, t.store, exemplars.AlertAnnotatorOptions{
-		Logger: logger, Metrics: t.metrics, Traces: n, Drilldown: exemplars.DrilldownOptions{Parser: p},
+		Logger: logger, Metrics: t.metrics, Traces: n, Drilldown: exemplars.DrilldownOptions{Parser: p, TraceIDLabels: t.traceIDLabels},
 	})
 }
 
