@@ -204,7 +204,7 @@ func writeBlock(dir string, id ulid.ULID, period int64, seq uint64, ss []*series
 	if err := os.Rename(tmp, final); err != nil {
 		return nil, err
 	}
-	return m, syncDir(dir)
+	return m, block.SyncDir(dir)
 }
 
 func writeMeta(dir string, m *Meta) error {
@@ -246,16 +246,4 @@ func appendLabels(b []byte, ls labels.Labels) []byte {
 		b = append(b, l.Value...)
 	})
 	return b
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

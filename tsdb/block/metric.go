@@ -96,7 +96,7 @@ func Download(ctx context.Context, bkt objstore.BucketReader, m *Meta, dir strin
 	}
 	size += int64(len(metaJSON))
 	for _, d := range []string{filepath.Join(dir, ChunksDirname), dir} {
-		if err := syncDir(d); err != nil {
+		if err := SyncDir(d); err != nil {
 			return 0, err
 		}
 	}
@@ -186,10 +186,12 @@ func WriteFileAtomic(name string, data []byte) error {
 		_ = os.Remove(tmp)
 		return err
 	}
-	return syncDir(filepath.Dir(name))
+	return SyncDir(filepath.Dir(name))
 }
 
-func syncDir(dir string) error {
+// SyncDir fsyncs a directory, so that the files created or renamed in it
+// are durable.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

@@ -385,17 +385,5 @@ func (s *Store) download(ctx context.Context, m *block.Meta, dir string) (size i
 	if err := os.Rename(tmp, dir); err != nil {
 		return 0, err
 	}
-	return size, syncDir(s.dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return size, block.SyncDir(s.dir)
 }
