@@ -54,7 +54,10 @@ type Main struct {
 	Listen     string
 	DataDir    string
 	ConfigFile string
-	LogLevel   string
+	// WebConfigFile is the exporter-toolkit web configuration (TLS, basic
+	// auth, headers) of the HTTP and OTLP/gRPC listeners; open when empty.
+	WebConfigFile string
+	LogLevel      string
 	// Compact runs the bucket compactor in the server (single-node setups).
 	Compact bool
 	// Stderr receives logs; os.Stderr when nil.
@@ -97,6 +100,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.StringVar(&m.Listen, "listen", m.Listen, "HTTP listen address (Prometheus API, remote write and read)")
 	fs.StringVar(&m.DataDir, "data-dir", m.DataDir, "directory for the TSDB (data-dir/tsdb)")
 	fs.StringVar(&m.ConfigFile, "config", m.ConfigFile, "optional YAML configuration file; embedded defaults when empty")
+	fs.StringVar(&m.WebConfigFile, "web.config.file", m.WebConfigFile, "optional exporter-toolkit web configuration file (TLS, client certificates, basic auth, headers) for every listener; without it every endpoint is open")
 	fs.BoolVar(&m.Compact, "compact", m.Compact, "also compact, downsample and apply retention to the bucket (one compactor per bucket)")
 	fs.StringVar(&m.LogLevel, "log.level", m.LogLevel, "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
@@ -129,6 +133,9 @@ func (m *Main) Open() (err error) {
 
 	cfg, err := m.loadConfig()
 	if err != nil {
+		return err
+	}
+	if err := validateWebConfig(m.WebConfigFile); err != nil {
 		return err
 	}
 	m.cfg, m.reloadOK, m.reloadedAt = cfg, true, time.Now()
@@ -215,7 +222,7 @@ func (m *Main) Open() (err error) {
 	if err != nil {
 		return err
 	}
-	if m.traces, err = openTraces(cfg.Traces, time.Duration(cfg.Storage.LocalRetention), m.DataDir, bkt, m.Compact, m.metrics, m.logger, quietLogger); err != nil {
+	if m.traces, err = openTraces(cfg.Traces, time.Duration(cfg.Storage.LocalRetention), m.DataDir, bkt, m.Compact, m.WebConfigFile, m.metrics, m.logger, quietLogger); err != nil {
 		return err
 	}
 	if m.coverage, err = newTraceCoverage(cfg.Traces.Coverage, cfg.Traces.ExemplarTraceIDLabels, store, m.traces.store, m.gate, m.metrics, m.logger.With("component", "trace coverage")); err != nil {
@@ -339,7 +346,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	{
 		g.Add(func() error {
-			if err := m.srv.Serve(m.ln); !errors.Is(err, http.ErrServerClosed) {
+			if err := serveHTTP(m.srv, m.ln, m.WebConfigFile, m.logger); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("http server: %w", err)
 			}
 			return nil

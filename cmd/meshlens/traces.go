@@ -48,7 +48,7 @@ type tracing struct {
 // openTraces opens the span store in <dataDir>/traces, shipping to bkt,
 // and builds the handlers. compact makes this node the bucket's trace
 // compactor. The components' self-metrics go to set, the server's.
-func openTraces(cfg config.TracesConfig, localRetention time.Duration, dataDir string, bkt objstore.Bucket, compact bool, set *metrics.Set, logger, quiet *slog.Logger) (t *tracing, err error) {
+func openTraces(cfg config.TracesConfig, localRetention time.Duration, dataDir string, bkt objstore.Bucket, compact bool, webConfigFile string, set *metrics.Set, logger, quiet *slog.Logger) (t *tracing, err error) {
 	t = &tracing{metrics: set, traceIDLabels: cfg.ExemplarTraceIDLabels}
 	defer func() {
 		if err != nil {
@@ -87,7 +87,7 @@ func openTraces(cfg config.TracesConfig, localRetention time.Duration, dataDir s
 		}
 		app = forward.Tee(t.store, t.fwd)
 	}
-	if err := t.openIngest(cfg, app, logger); err != nil {
+	if err := t.openIngest(cfg, app, webConfigFile, logger); err != nil {
 		return nil, err
 	}
 	t.tempo = tempo.NewHandler(t.store, tempo.Options{Logger: logger.With("component", "tempo api")})
@@ -161,8 +161,9 @@ func (t *tracing) Close() error {
 }
 
 // openIngest builds the span receivers over app and, when configured,
-// listens for OTLP/gRPC.
-func (t *tracing) openIngest(cfg config.TracesConfig, app traces.Appender, logger *slog.Logger) error {
+// listens for OTLP/gRPC, with TLS and basic auth from the web
+// configuration file when set.
+func (t *tracing) openIngest(cfg config.TracesConfig, app traces.Appender, webConfigFile string, logger *slog.Logger) error {
 	o := ingest.Options{
 		MaxRequestBytes: int(cfg.MaxRequestBytes),
 		Limits: decode.Limits{
@@ -178,12 +179,16 @@ func (t *tracing) openIngest(cfg config.TracesConfig, app traces.Appender, logge
 	if cfg.OTLPGRPC.Address == "" {
 		return nil
 	}
+	auth, err := grpcServerOptions(webConfigFile, logger.With("component", "otlp grpc"))
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", cfg.OTLPGRPC.Address)
 	if err != nil {
 		return fmt.Errorf("traces.otlp_grpc.address: %w", err)
 	}
 	t.grpcLn = ln
-	t.grpcSrv = grpc.NewServer(ingest.ServerOptions(o)...)
+	t.grpcSrv = grpc.NewServer(append(ingest.ServerOptions(o), auth...)...)
 	ingest.NewOTLPService(app, o).Register(t.grpcSrv)
 	return nil
 }
