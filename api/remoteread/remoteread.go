@@ -4,6 +4,8 @@
 package remoteread
 
 import (
+	"bytes"
+	"io"
 	"log/slog"
 	"net/http"
 
@@ -35,5 +37,35 @@ func NewHandler(logger *slog.Logger, reg prometheus.Registerer, q storage.Sample
 	if limit <= 0 {
 		limit = 1 << 30
 	}
-	return remote.NewReadHandler(logger, reg, q, noExternalLabels, o.SampleLimit, limit, o.MaxBytesInFrame)
+	return checkMatchers(remote.NewReadHandler(logger, reg, q, noExternalLabels, o.SampleLimit, limit, o.MaxBytesInFrame))
+}
+
+// maxBody is the most bytes Prometheus's handler reads of a request.
+const maxBody = 32 << 20
+
+// checkMatchers answers 400 for a request whose queries hold a matcher
+// that is not one (an unknown type, a regular expression that does not
+// compile), which Prometheus's handler finds only while querying and
+// answers 500; other requests go on to next with their body as it came.
+func checkMatchers(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxBody))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		req, err := remote.DecodeReadRequest(r)
+		if err == nil {
+			for _, q := range req.Queries {
+				if _, err := remote.FromLabelMatchers(q.Matchers); err != nil {
+					http.Error(w, err.Error(), http.StatusBadRequest)
+					return
+				}
+			}
+		}
+		// Undecodable bodies get Prometheus's own answer.
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		next.ServeHTTP(w, r)
+	})
 }
