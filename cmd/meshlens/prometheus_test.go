@@ -58,22 +58,7 @@ remote_write:
     protobuf_message: io.prometheus.write.v2.Request
     queue_config: {batch_send_deadline: 500ms}
 `, target.Listener.Addr().String(), v1.URL, v2.URL)
-	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin,
-		"--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+freeAddr(t),
-		"--log.level=warn")
-	cmd.Stdout, cmd.Stderr = testLog{t}, testLog{t}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-	}()
+	runPrometheus(t, bin, dir, cfg)
 
 	for _, s := range []struct {
 		name string
@@ -118,4 +103,26 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// runPrometheus runs the Prometheus binary bin with the configuration cfg,
+// its data in dir, until the test ends.
+func runPrometheus(t *testing.T, bin, dir, cfg string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin,
+		"--config.file="+filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+freeAddr(t),
+		"--log.level=warn")
+	cmd.Stdout, cmd.Stderr = testLog{t}, testLog{t}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+	})
 }

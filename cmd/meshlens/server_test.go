@@ -35,6 +35,13 @@ func (s *testServer) stop(t *testing.T) {
 // empty) in dir (a new temporary directory when empty), until the test ends.
 func startServer(t *testing.T, yaml, dir string) *testServer {
 	t.Helper()
+	return startMain(t, yaml, dir, nil)
+}
+
+// startMain is startServer with setup changing the Main (its flags)
+// before it opens; with a web configuration file the URL is https.
+func startMain(t *testing.T, yaml, dir string, setup func(m *Main)) *testServer {
+	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
@@ -43,6 +50,9 @@ func startServer(t *testing.T, yaml, dir string) *testServer {
 	m.DataDir = dir
 	m.LogLevel = "warn"
 	m.Stderr = testLog{t}
+	if setup != nil {
+		setup(m)
+	}
 	if yaml != "" {
 		m.ConfigFile = filepath.Join(dir, "meshlens.yml")
 		if err := os.WriteFile(m.ConfigFile, []byte(yaml), 0o644); err != nil {
@@ -55,7 +65,11 @@ func startServer(t *testing.T, yaml, dir string) *testServer {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
-	s := &testServer{Main: m, URL: "http://" + m.Addr(), cancel: cancel, done: done}
+	scheme := "http://"
+	if m.WebConfigFile != "" {
+		scheme = "https://"
+	}
+	s := &testServer{Main: m, URL: scheme + m.Addr(), cancel: cancel, done: done}
 	t.Cleanup(func() { s.stop(t) })
 	// Queries and writes are answered once the TSDB replayed its WAL.
 	ready := make(chan error, 1)

@@ -20,7 +20,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -149,33 +148,7 @@ func (c webConfig) write(t *testing.T, path string) {
 // URL is https.
 func startWebServer(t *testing.T, cfg, webFile string) *testServer {
 	t.Helper()
-	dir := t.TempDir()
-	m := NewMain()
-	m.Listen = "127.0.0.1:0"
-	m.DataDir = dir
-	m.LogLevel = "warn"
-	m.Stderr = testLog{t}
-	m.WebConfigFile = webFile
-	if cfg != "" {
-		m.ConfigFile = filepath.Join(dir, "meshlens.yml")
-		if err := os.WriteFile(m.ConfigFile, []byte(cfg), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := m.Open(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	s := &testServer{Main: m, URL: "https://" + m.Addr(), cancel: cancel, done: done}
-	t.Cleanup(func() { s.stop(t) })
-	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
-	defer wcancel()
-	if err := m.WaitReady(wctx); err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return startMain(t, cfg, "", func(m *Main) { m.WebConfigFile = webFile })
 }
 
 // tlsClient is an HTTPS client trusting pool, presenting cert when not
@@ -489,22 +462,7 @@ remote_write:
     queue_config: {batch_send_deadline: 500ms}
 `, target.Listener.Addr().String(), s.URL,
 		filepath.Join(dir, "ca.crt"), filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key"))
-	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin,
-		"--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+freeAddr(t),
-		"--log.level=warn")
-	cmd.Stdout, cmd.Stderr = testLog{t}, testLog{t}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-	}()
+	runPrometheus(t, bin, dir, cfg)
 
 	c := tlsClient(pki.pool, &pki.clientCert, 0)
 	eventually(t, 60*time.Second, "series from Prometheus over TLS", func() bool {
