@@ -43,6 +43,7 @@
 package compact
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -57,6 +58,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/common/model"
 	"github.com/thanos-io/objstore"
 
 	"github.com/meshlens/meshlens/tsdb/block"
@@ -88,6 +90,13 @@ type Options struct {
 	// Retention per resolution: blocks whose end is older get marked for
 	// deletion. 0 keeps blocks of that resolution regardless of age.
 	Retention Retention
+	// RetentionSize bounds the bytes of the live blocks plus LocalBytes:
+	// while they are over it, the blocks with the oldest data are marked
+	// for deletion. 0 means no bound.
+	RetentionSize int64
+	// LocalBytes returns the bytes kept outside the bucket that count
+	// against RetentionSize (the local TSDB of the node); nil is 0.
+	LocalBytes func() int64
 	// Downsample turns downsampling on.
 	Downsample bool
 	// DownsampleAfter are the block ranges from which blocks are
@@ -110,6 +119,35 @@ type Options struct {
 // for raw data does not make copies only to delete them.
 type Retention struct {
 	Raw, FiveMinutes, OneHour time.Duration
+}
+
+// WithDefault fills the resolutions left at 0: raw data takes d, 5m data
+// the raw retention and 1h data the 5m retention. Each resolution thus
+// lasts at least as long as the finer one unless set otherwise, and with
+// d and every field 0 nothing expires.
+func (r Retention) WithDefault(d time.Duration) Retention {
+	if r.Raw == 0 {
+		r.Raw = d
+	}
+	if r.FiveMinutes == 0 {
+		r.FiveMinutes = r.Raw
+	}
+	if r.OneHour == 0 {
+		r.OneHour = r.FiveMinutes
+	}
+	return r
+}
+
+// String is the retention per resolution, as "raw 15d, 5m 15d, 1h 15d",
+// with "forever" for 0.
+func (r Retention) String() string {
+	f := func(d time.Duration) string {
+		if d <= 0 {
+			return "forever"
+		}
+		return model.Duration(d).String()
+	}
+	return fmt.Sprintf("raw %s, 5m %s, 1h %s", f(r.Raw), f(r.FiveMinutes), f(r.OneHour))
 }
 
 func (r Retention) of(res int64) time.Duration {
@@ -142,6 +180,8 @@ type Compactor struct {
 	ranges          []int64
 	deleteDelay     time.Duration
 	retention       Retention
+	retentionSize   int64
+	localBytes      func() int64
 	downsample      bool
 	downsampleAfter [2]int64 // Raw→5m and 5m→1h, in milliseconds.
 	logger          *slog.Logger
@@ -153,6 +193,7 @@ type Compactor struct {
 
 	cacheMu sync.Mutex
 	metas   map[ulid.ULID]*block.Meta
+	sizes   map[ulid.ULID]int64 // Of blocks whose meta.json lists no sizes.
 
 	haltMu sync.Mutex
 	halted map[string]string // Group key → why, as of the last pass.
@@ -173,15 +214,18 @@ func New(o Options) (*Compactor, error) {
 		return nil, errors.New("compactor: no work directory")
 	}
 	c := &Compactor{
-		bkt:         o.Bucket,
-		workDir:     o.WorkDir,
-		deleteDelay: o.DeleteDelay,
-		retention:   o.Retention,
-		downsample:  o.Downsample,
-		logger:      o.Logger,
-		now:         o.Now,
-		metas:       map[ulid.ULID]*block.Meta{},
-		halted:      map[string]string{},
+		bkt:           o.Bucket,
+		workDir:       o.WorkDir,
+		deleteDelay:   o.DeleteDelay,
+		retention:     o.Retention,
+		retentionSize: o.RetentionSize,
+		localBytes:    o.LocalBytes,
+		downsample:    o.Downsample,
+		logger:        o.Logger,
+		now:           o.Now,
+		metas:         map[ulid.ULID]*block.Meta{},
+		sizes:         map[ulid.ULID]int64{},
+		halted:        map[string]string{},
 	}
 	ranges := o.Ranges
 	if len(ranges) == 0 {
@@ -195,6 +239,9 @@ func New(o Options) (*Compactor, error) {
 			return nil, fmt.Errorf("compactor: block range %s is not a larger multiple of %s", r, ranges[i-1])
 		}
 		c.ranges = append(c.ranges, r.Milliseconds())
+	}
+	if o.RetentionSize < 0 {
+		return nil, fmt.Errorf("compactor: negative retention size %d", o.RetentionSize)
 	}
 	if c.deleteDelay <= 0 {
 		c.deleteDelay = 48 * time.Hour
@@ -400,7 +447,92 @@ func (p *pass) applyRetention(ctx context.Context, blocks map[ulid.ULID]*remoteB
 			return err
 		}
 	}
+	return p.applyRetentionSize(ctx, blocks)
+}
+
+// applyRetentionSize marks live blocks for deletion, the oldest data
+// first (by end, raw before its downsampled copies), while the live
+// blocks and LocalBytes are over RetentionSize. Blocks already marked do
+// not count: they leave after DeleteDelay.
+func (p *pass) applyRetentionSize(ctx context.Context, blocks map[ulid.ULID]*remoteBlock) error {
+	c := p.c
+	if c.retentionSize <= 0 {
+		return nil
+	}
+	var (
+		live  []*remoteBlock
+		sizes = map[ulid.ULID]int64{}
+		total int64
+	)
+	if c.localBytes != nil {
+		total = c.localBytes()
+	}
+	for _, b := range sortedBlocks(blocks) {
+		if !b.live() {
+			continue
+		}
+		n, err := c.blockSize(ctx, b)
+		if err != nil {
+			return err
+		}
+		live = append(live, b)
+		sizes[b.id] = n
+		total += n
+	}
+	if total <= c.retentionSize {
+		return nil
+	}
+	slices.SortStableFunc(live, func(a, b *remoteBlock) int {
+		if a.meta.MaxTime != b.meta.MaxTime {
+			return cmp.Compare(a.meta.MaxTime, b.meta.MaxTime)
+		}
+		return cmp.Compare(a.meta.Thanos.Downsample.Resolution, b.meta.Thanos.Downsample.Resolution)
+	})
+	for _, b := range live {
+		if total <= c.retentionSize {
+			break
+		}
+		if err := p.markDeleted(ctx, b, fmt.Sprintf("retention: %d bytes over the size retention of %d bytes", total-c.retentionSize, c.retentionSize)); err != nil {
+			return err
+		}
+		total -= sizes[b.id]
+	}
 	return nil
+}
+
+// blockSize returns the bytes of block b: the sizes its meta.json lists,
+// or else the sizes of its objects in the bucket.
+func (c *Compactor) blockSize(ctx context.Context, b *remoteBlock) (int64, error) {
+	if n := b.meta.ExpectedSize(); n > 0 {
+		return n, nil
+	}
+	c.cacheMu.Lock()
+	n, ok := c.sizes[b.id]
+	c.cacheMu.Unlock()
+	if ok {
+		return n, nil
+	}
+	err := c.bkt.Iter(ctx, b.id.String()+"/", func(name string) error {
+		if strings.HasSuffix(name, "/") {
+			return nil
+		}
+		attrs, err := c.bkt.Attributes(ctx, name)
+		if c.bkt.IsObjNotFoundErr(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		n += attrs.Size
+		return nil
+	}, objstore.WithRecursiveIter())
+	if err != nil {
+		return 0, fmt.Errorf("size of block %s: %w", b.id, err)
+	}
+	c.cacheMu.Lock()
+	c.sizes[b.id] = n
+	c.cacheMu.Unlock()
+	return n, nil
 }
 
 // markDeleted uploads the deletion mark of b.

@@ -412,6 +412,7 @@ func TestNewValidates(t *testing.T) {
 		{Bucket: bkt},
 		{Bucket: bkt, WorkDir: "x", Ranges: []time.Duration{2 * time.Hour, 3 * time.Hour}},
 		{Bucket: bkt, WorkDir: "x", Retention: Retention{Raw: -time.Hour}},
+		{Bucket: bkt, WorkDir: "x", RetentionSize: -1},
 	} {
 		if _, err := New(o); err == nil {
 			t.Errorf("New(%+v) succeeded", o)
@@ -522,5 +523,170 @@ func TestForeignObjectsAreLeftAlone(t *testing.T) {
 		if _, ok := bkt.Objects()[name]; !ok {
 			t.Errorf("%s deleted", name)
 		}
+	}
+}
+
+func TestRetentionWithDefault(t *testing.T) {
+	const d = 24 * time.Hour
+	for _, c := range []struct {
+		in   Retention
+		def  time.Duration
+		want Retention
+	}{
+		{Retention{}, 15 * d, Retention{15 * d, 15 * d, 15 * d}},
+		{Retention{}, 0, Retention{}},
+		{Retention{Raw: 30 * d}, 15 * d, Retention{30 * d, 30 * d, 30 * d}},
+		{Retention{FiveMinutes: 90 * d}, 15 * d, Retention{15 * d, 90 * d, 90 * d}},
+		{Retention{OneHour: 365 * d}, 15 * d, Retention{15 * d, 15 * d, 365 * d}},
+		{Retention{7 * d, 30 * d, 365 * d}, 15 * d, Retention{7 * d, 30 * d, 365 * d}},
+	} {
+		if got := c.in.WithDefault(c.def); got != c.want {
+			t.Errorf("%+v.WithDefault(%s) = %+v, want %+v", c.in, c.def, got, c.want)
+		}
+	}
+	if got, want := (Retention{Raw: 15 * d}).String(), "raw 15d, 5m forever, 1h forever"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+}
+
+// TestRetentionDefaultApplied: raw blocks past the default retention are
+// marked; those within it and downsampled blocks within the raw
+// retention they follow are kept.
+func TestRetentionDefaultApplied(t *testing.T) {
+	ctx := context.Background()
+	bkt := objstore.NewInMemBucket()
+	clk := newFakeClock()
+	now := clk.Now().UnixMilli() / hour * hour
+	series := []testSeries{{lset: labels.FromStrings("__name__", "up"), f: func(int64) float64 { return 1 }, step: 10 * minute}}
+	put := func(res, ageDays int64) *block.Meta {
+		maxt := now - ageDays*day
+		return putBlockRes(t, bkt, extA, res, maxt-2*hour, maxt, series)
+	}
+	rawOld, rawNew := put(block.ResolutionRaw, 20), put(block.ResolutionRaw, 10)
+	fiveOld, fiveNew := put(block.Resolution5m, 20), put(block.Resolution5m, 10)
+	c := newTestCompactor(t, bkt, clk, func(o *Options) {
+		o.Retention = Retention{}.WithDefault(15 * 24 * time.Hour)
+	})
+	if err := c.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	blocks := listBlocks(t, bkt)
+	for _, m := range []*block.Meta{rawOld, fiveOld} {
+		if !blocks[m.ULID].deletion {
+			t.Errorf("block of resolution %d, %d days old, not marked", m.Thanos.Downsample.Resolution, (now-m.MaxTime)/day)
+		}
+	}
+	for _, m := range []*block.Meta{rawNew, fiveNew} {
+		if blocks[m.ULID].deletion {
+			t.Errorf("block of resolution %d, %d days old, marked", m.Thanos.Downsample.Resolution, (now-m.MaxTime)/day)
+		}
+	}
+}
+
+// TestRetentionSize: with the live blocks and the local bytes over the
+// size retention, the blocks with the oldest data are marked until the
+// rest fits; blocks already marked do not count, and a bucket that fits
+// is left alone.
+func TestRetentionSize(t *testing.T) {
+	ctx := context.Background()
+	bkt := objstore.NewInMemBucket()
+	clk := newFakeClock()
+	now := clk.Now().UnixMilli() / hour * hour
+	series := testSeriesSet()
+	// Five raw blocks of 2h, the oldest first, and a 5m copy of the oldest.
+	var metas []*block.Meta
+	for i := int64(5); i >= 1; i-- {
+		metas = append(metas, putBlock(t, bkt, extA, now-i*day-2*hour, now-i*day, series))
+	}
+	five := putBlockRes(t, bkt, extA, block.Resolution5m, now-5*day-2*hour, now-5*day, series)
+	size := metas[0].ExpectedSize()
+	if size == 0 {
+		t.Fatal("meta.json lists no file sizes")
+	}
+	var total int64
+	for _, m := range append(slices.Clone(metas), five) {
+		total += m.ExpectedSize()
+	}
+
+	// Room for the three newest blocks once the local bytes are counted.
+	local := int64(1000)
+	limit := metas[2].ExpectedSize() + metas[3].ExpectedSize() + metas[4].ExpectedSize() + local
+	c := newTestCompactor(t, bkt, clk, func(o *Options) {
+		o.RetentionSize = limit
+		o.LocalBytes = func() int64 { return local }
+		o.DeleteDelay = time.Hour
+	})
+	if err := c.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	blocks := listBlocks(t, bkt)
+	for i, m := range metas {
+		if want := i < 2; blocks[m.ULID].deletion != want {
+			t.Errorf("block %d (%d days old): marked %v, want %v", i, (now-m.MaxTime)/day, blocks[m.ULID].deletion, want)
+		}
+	}
+	if !blocks[five.ULID].deletion {
+		t.Error("5m copy of the oldest block not marked")
+	}
+
+	// The next pass finds the bucket within the bound: nothing more is
+	// marked, though the marked blocks are still there.
+	if err := c.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range metas[2:] {
+		if listBlocks(t, bkt)[m.ULID].deletion {
+			t.Errorf("block %d marked on the second pass", i+2)
+		}
+	}
+	// After the delete delay the marked blocks are gone.
+	clk.Add(2 * time.Hour)
+	if err := c.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(listBlocks(t, bkt)); got != 3 {
+		t.Errorf("%d blocks left, want 3", got)
+	}
+
+	// A bound above everything marks nothing.
+	bkt2 := objstore.NewInMemBucket()
+	m := putBlock(t, bkt2, extA, now-3*hour, now-hour, series)
+	c2 := newTestCompactor(t, bkt2, clk, func(o *Options) { o.RetentionSize = total })
+	if err := c2.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if listBlocks(t, bkt2)[m.ULID].deletion {
+		t.Error("block marked under the size bound")
+	}
+}
+
+// TestRetentionSizeFromAttributes: a block whose meta.json lists no sizes
+// is measured by its objects in the bucket.
+func TestRetentionSizeFromAttributes(t *testing.T) {
+	ctx := context.Background()
+	bkt := objstore.NewInMemBucket()
+	clk := newFakeClock()
+	now := clk.Now().UnixMilli() / hour * hour
+	series := testSeriesSet()
+	old := putBlock(t, bkt, extA, now-2*day-2*hour, now-2*day, series)
+	recent := putBlock(t, bkt, extA, now-day-2*hour, now-day, series)
+	for _, m := range []*block.Meta{old, recent} {
+		m.Thanos.Files = nil
+		b, err := m.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		putObject(t, bkt, m.ULID.String()+"/"+block.MetaFilename, b)
+	}
+	c := newTestCompactor(t, bkt, clk, func(o *Options) { o.RetentionSize = 1 })
+	if err := c.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	blocks := listBlocks(t, bkt)
+	if !blocks[old.ULID].deletion || !blocks[recent.ULID].deletion {
+		t.Errorf("blocks without sizes not marked over a 1-byte bound: old %v, recent %v", blocks[old.ULID].deletion, blocks[recent.ULID].deletion)
+	}
+	if n, err := c.blockSize(ctx, &remoteBlock{id: old.ULID, meta: old}); err != nil || n < 1000 {
+		t.Errorf("size of block without sizes: %d, %v", n, err)
 	}
 }

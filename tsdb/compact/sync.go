@@ -87,6 +87,11 @@ func (c *Compactor) syncBlocks(ctx context.Context) (map[ulid.ULID]*remoteBlock,
 			delete(c.metas, id)
 		}
 	}
+	for id := range c.sizes {
+		if _, ok := blocks[id]; !ok {
+			delete(c.sizes, id)
+		}
+	}
 	c.cacheMu.Unlock()
 	return blocks, nil
 }
