@@ -121,19 +121,22 @@ type Retention struct {
 	Raw, FiveMinutes, OneHour time.Duration
 }
 
-// WithDefault fills the resolutions left at 0: raw data takes d, 5m data
-// the raw retention and 1h data the 5m retention. Each resolution thus
-// lasts at least as long as the finer one unless set otherwise, and with
-// d and every field 0 nothing expires.
+// WithDefault fills the resolutions left at 0: each keeps its data for d,
+// or as long as the finer resolution if that is longer (raw 12h leaves 5m
+// and 1h data at d; raw 30d takes 5m and 1h data to 30d). With d 0, r is
+// returned as it is: a field at 0 keeps its data forever.
 func (r Retention) WithDefault(d time.Duration) Retention {
+	if d <= 0 {
+		return r
+	}
 	if r.Raw == 0 {
 		r.Raw = d
 	}
 	if r.FiveMinutes == 0 {
-		r.FiveMinutes = r.Raw
+		r.FiveMinutes = max(d, r.Raw)
 	}
 	if r.OneHour == 0 {
-		r.OneHour = r.FiveMinutes
+		r.OneHour = max(d, r.FiveMinutes)
 	}
 	return r
 }

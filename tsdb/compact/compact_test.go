@@ -538,6 +538,8 @@ func TestRetentionWithDefault(t *testing.T) {
 		{Retention{Raw: 30 * d}, 15 * d, Retention{30 * d, 30 * d, 30 * d}},
 		{Retention{FiveMinutes: 90 * d}, 15 * d, Retention{15 * d, 90 * d, 90 * d}},
 		{Retention{OneHour: 365 * d}, 15 * d, Retention{15 * d, 15 * d, 365 * d}},
+		{Retention{Raw: 12 * time.Hour}, 15 * d, Retention{12 * time.Hour, 15 * d, 15 * d}},
+		{Retention{Raw: 12 * time.Hour}, 0, Retention{Raw: 12 * time.Hour}},
 		{Retention{7 * d, 30 * d, 365 * d}, 15 * d, Retention{7 * d, 30 * d, 365 * d}},
 	} {
 		if got := c.in.WithDefault(c.def); got != c.want {
