@@ -166,7 +166,8 @@ prefix: blocks
 // and their sources marked for deletion.
 func TestCompactCommand(t *testing.T) {
 	dir := t.TempDir()
-	s := startServer(t, "", dir)
+	// meshlens compact is the bucket's compactor here.
+	s := startServerFlags(t, "", dir, "--compact=false")
 	writeHistory(t, s, "shipped_total", 20)
 	bkt, err := tsdb.NewBucket([]byte(fmt.Sprintf("type: FILESYSTEM\nconfig: {directory: %q}\n", filepath.Join(dir, "bucket"))), nil, nil)
 	if err != nil {
@@ -244,7 +245,8 @@ func TestQueriesSpanBucketAfterCompaction(t *testing.T) {
 	}
 	meshsim := buildMeshsim(t)
 	dir := t.TempDir()
-	s := startServer(t, "storage:\n  local_retention: 1h\n", dir)
+	// meshlens compact is the bucket's compactor here.
+	s := startServerFlags(t, "storage:\n  local_retention: 1h\n", dir, "--compact=false")
 	end := time.Now().Truncate(time.Minute)
 	cmd := exec.Command(meshsim, "backfill", "--url", s.URL+"/api/v1/write", "--services", "2", "--clusters", "1",
 		"--hours", "10", "--interval", "2m", "--end", end.Format(time.RFC3339), "--progress", "0")
@@ -280,7 +282,7 @@ func TestQueriesSpanBucketAfterCompaction(t *testing.T) {
 	// (a running server does so every minute).
 	n := localBlocks()
 	s.stop(t)
-	s = startServer(t, "storage:\n  local_retention: 1h\n", dir)
+	s = startServerFlags(t, "storage:\n  local_retention: 1h\n", dir, "--compact=false")
 	if localBlocks() >= n {
 		t.Fatalf("local blocks: %d before, %d after the shipped ones passed local retention", n, localBlocks())
 	}
@@ -315,7 +317,8 @@ func TestDownsampledBucketServesLongRanges(t *testing.T) {
 	meshsim := buildMeshsim(t)
 	dir := t.TempDir()
 	cfg := "storage:\n  local_retention: 1h\ncompactor:\n"
-	s := startServer(t, cfg, dir)
+	// meshlens compact is the bucket's compactor here.
+	s := startServerFlags(t, cfg, dir, "--compact=false")
 	// End 6h past a 2d boundary, so that one whole 2d range is complete.
 	end := time.Now().Truncate(48 * time.Hour).Add(6 * time.Hour)
 	if end.After(time.Now()) {
@@ -394,7 +397,7 @@ func TestDownsampledBucketServesLongRanges(t *testing.T) {
 		t.Fatalf("bucket after compaction and retention: %d 5m blocks, %d raw blocks left in the queried range; want a 5m block and no raw data there", fiveMinute, oldRaw)
 	}
 
-	s = startServer(t, cfg, dir)
+	s = startServerFlags(t, cfg, dir, "--compact=false")
 	_, got := s.get(t, path)
 	want, have := matrixPoints(t, raw), matrixPoints(t, got)
 	if len(have) != len(want) {

@@ -54,7 +54,7 @@ func runCompact(ctx context.Context, m *Main, stderr io.Writer, once bool) error
 		return fmt.Errorf("storage.bucket: %w", err)
 	}
 	defer bkt.Close()
-	c, err := newCompactor(cfg.Compactor, bkt, m.DataDir, logger, reg)
+	c, err := newCompactor(cfg, bkt, m.DataDir, logger, reg)
 	if err != nil {
 		return err
 	}

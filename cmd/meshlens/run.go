@@ -59,7 +59,14 @@ type Main struct {
 	WebConfigFile string
 	LogLevel      string
 	// Compact runs the bucket compactor in the server (single-node setups).
+	// Unless ParseFlags saw --compact, the compactor also runs when the
+	// bucket is the default one in <data-dir>/bucket.
 	Compact bool
+	// compactSet is whether --compact was given.
+	compactSet bool
+	// compacting is whether this node compacts the bucket and applies
+	// retention there, set by Open.
+	compacting bool
 	// Stderr receives logs; os.Stderr when nil.
 	Stderr io.Writer
 
@@ -101,7 +108,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.StringVar(&m.DataDir, "data-dir", m.DataDir, "directory for the TSDB (data-dir/tsdb)")
 	fs.StringVar(&m.ConfigFile, "config", m.ConfigFile, "optional YAML configuration file; embedded defaults when empty")
 	fs.StringVar(&m.WebConfigFile, "web.config.file", m.WebConfigFile, "optional exporter-toolkit web configuration file (TLS, client certificates, basic auth, headers) for every listener; without it every endpoint is open")
-	fs.BoolVar(&m.Compact, "compact", m.Compact, "also compact, downsample and apply retention to the bucket (one compactor per bucket)")
+	fs.BoolVar(&m.Compact, "compact", m.Compact, "also compact, downsample and apply retention to the bucket (one compactor per bucket); on by default with the default bucket in data-dir/bucket, --compact=false turns it off")
 	fs.StringVar(&m.LogLevel, "log.level", m.LogLevel, "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -109,6 +116,11 @@ func (m *Main) ParseFlags(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "compact" {
+			m.compactSet = true
+		}
+	})
 	return nil
 }
 
@@ -162,8 +174,16 @@ func (m *Main) Open() (err error) {
 	if err != nil {
 		return err
 	}
-	if m.Compact {
-		if m.compactor, err = newCompactor(cfg.Compactor, bkt, m.DataDir, m.logger, reg); err != nil {
+	// With the default bucket nothing else can compact it or apply
+	// retention to it: this node does, unless told --compact=false.
+	m.compacting = m.Compact || (!m.compactSet && defaultBucket(cfg.Storage))
+	if m.compacting {
+		// Routine compaction is logged at debug unless --compact asked for it.
+		logger := quietLogger
+		if m.Compact {
+			logger = m.logger
+		}
+		if m.compactor, err = newCompactor(cfg, bkt, m.DataDir, logger, reg); err != nil {
 			return err
 		}
 	}
@@ -192,7 +212,7 @@ func (m *Main) Open() (err error) {
 	// see the local TSDB and the bucket through it.
 	m.openDB = func() (*tsdb.DB, error) { return tsdb.Open(tsdbDir, opts, quietLogger, reg) }
 	m.gate = tsdb.NewGate(m.bucket)
-	if m.exemplars, err = openExemplars(cfg.Traces, m.DataDir, bkt, m.Compact, m.metrics, quietLogger.With("component", "exemplar store")); err != nil {
+	if m.exemplars, err = openExemplars(cfg.Traces, m.DataDir, bkt, m.compacting, m.metrics, quietLogger.With("component", "exemplar store")); err != nil {
 		return err
 	}
 	store := newStorageWithExemplars(m.gate, m.exemplars)
@@ -222,7 +242,7 @@ func (m *Main) Open() (err error) {
 	if err != nil {
 		return err
 	}
-	if m.traces, err = openTraces(cfg.Traces, time.Duration(cfg.Storage.LocalRetention), m.DataDir, bkt, m.Compact, m.WebConfigFile, m.metrics, m.logger, quietLogger); err != nil {
+	if m.traces, err = openTraces(cfg.Traces, time.Duration(cfg.Storage.LocalRetention), m.DataDir, bkt, m.compacting, m.WebConfigFile, m.metrics, m.logger, quietLogger); err != nil {
 		return err
 	}
 	if m.coverage, err = newTraceCoverage(cfg.Traces.Coverage, cfg.Traces.ExemplarTraceIDLabels, store, m.traces.store, m.gate, m.metrics, m.logger.With("component", "trace coverage")); err != nil {
@@ -268,7 +288,7 @@ func (m *Main) Open() (err error) {
 		Gatherer:      reg,
 		DataDir:       m.DataDir,
 		ListenAddress: m.ln.Addr().String(),
-		Retention:     cfg.Storage.TSDB.Retention.String(),
+		Retention:     retentionInfo(cfg, m.compacting),
 		LookbackDelta: time.Duration(q.LookbackDelta),
 		QueryTimeout:  time.Duration(q.Timeout),
 		Parser:        newParser(q),
@@ -558,25 +578,29 @@ func (m *Main) rulesConfig(cfg config.Config) rules.Config {
 }
 
 // newCompactor builds the bucket compactor; it works in <data-dir>/compact.
-func newCompactor(c config.CompactorConfig, bkt objstore.Bucket, dataDir string, logger *slog.Logger, reg prometheus.Registerer) (*compact.Compactor, error) {
+// Its retention is compactor.retention defaulted from
+// storage.tsdb.retention; with the default bucket,
+// storage.tsdb.retention_size bounds <data-dir>/tsdb and the bucket's
+// metric blocks together.
+func newCompactor(cfg config.Config, bkt objstore.Bucket, dataDir string, logger *slog.Logger, reg prometheus.Registerer) (*compact.Compactor, error) {
+	c := cfg.Compactor
+	tsdbDir := filepath.Join(dataDir, "tsdb")
 	ranges := make([]time.Duration, len(c.Ranges))
 	for i, r := range c.Ranges {
 		ranges[i] = time.Duration(r)
 	}
 	return compact.New(compact.Options{
-		Bucket:      bkt,
-		WorkDir:     filepath.Join(dataDir, "compact"),
-		Ranges:      ranges,
-		DeleteDelay: time.Duration(c.DeleteDelay),
-		Retention: compact.Retention{
-			Raw:         time.Duration(c.Retention.Raw),
-			FiveMinutes: time.Duration(c.Retention.FiveMinutes),
-			OneHour:     time.Duration(c.Retention.OneHour),
-		},
-		Downsample: c.Downsample,
-		Interval:   time.Duration(c.Interval),
-		Logger:     logger, // the compactor names itself
-		Registerer: reg,
+		Bucket:        bkt,
+		WorkDir:       filepath.Join(dataDir, "compact"),
+		Ranges:        ranges,
+		DeleteDelay:   time.Duration(c.DeleteDelay),
+		Retention:     bucketRetention(cfg),
+		RetentionSize: bucketRetentionSize(cfg),
+		LocalBytes:    func() int64 { return dirBytes(tsdbDir) },
+		Downsample:    c.Downsample,
+		Interval:      time.Duration(c.Interval),
+		Logger:        logger, // the compactor names itself
+		Registerer:    reg,
 	})
 }
 

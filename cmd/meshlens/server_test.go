@@ -38,6 +38,16 @@ func startServer(t *testing.T, yaml, dir string) *testServer {
 	return startMain(t, yaml, dir, nil)
 }
 
+// startServerFlags is startServer with command-line flags.
+func startServerFlags(t *testing.T, yaml, dir string, flags ...string) *testServer {
+	t.Helper()
+	return startMain(t, yaml, dir, func(m *Main) {
+		if err := m.ParseFlags(flags); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
 // startMain is startServer with setup changing the Main (its flags)
 // before it opens; with a web configuration file the URL is https.
 func startMain(t *testing.T, yaml, dir string, setup func(m *Main)) *testServer {
