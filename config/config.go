@@ -198,7 +198,8 @@ type ForwardConfig struct {
 }
 
 // CompactorConfig configures the bucket compactor (meshlens compact, or
-// meshlens --compact). Changes need a restart.
+// the server with --compact, the default with the default bucket).
+// Changes need a restart.
 type CompactorConfig struct {
 	// Interval is the time between compaction passes.
 	Interval Duration `yaml:"interval"`
@@ -209,7 +210,9 @@ type CompactorConfig struct {
 	DeleteDelay Duration `yaml:"delete_delay"`
 	// Downsample makes 5m and 1h copies of large old blocks, as Thanos does.
 	Downsample bool `yaml:"downsample"`
-	// Retention per resolution; 0 keeps data of that resolution forever.
+	// Retention per resolution. 0 keeps data of that resolution for
+	// storage.tsdb.retention, or as long as the finer resolution if that is
+	// longer; forever with storage.tsdb.retention 0 as well.
 	Retention ResolutionRetention `yaml:"retention"`
 }
 
@@ -271,11 +274,15 @@ type ObjstoreConfig = client.BucketConfig
 
 // TSDBConfig configures the embedded Prometheus TSDB. Changes need a restart.
 type TSDBConfig struct {
-	// Retention is how long blocks are kept on local disk. 0 keeps them until
-	// RetentionSize is reached.
+	// Retention is how long metrics are kept in total: the compacting node
+	// applies it in the bucket as the default of compactor.retention
+	// (shipped blocks leave the local disk after storage.local_retention).
+	// 0 means no time limit.
 	Retention Duration `yaml:"retention"`
-	// RetentionSize is the maximum size of blocks (and WAL) on disk; 0 means no
-	// limit.
+	// RetentionSize bounds the local TSDB (blocks and WAL) and the metric
+	// blocks of the default bucket together; the compacting node deletes
+	// the bucket's oldest blocks while they are over it. It does not apply
+	// to a remote bucket. 0 means no limit.
 	RetentionSize Bytes `yaml:"retention_size"`
 	// OutOfOrderTimeWindow accepts samples older than a series' newest sample by
 	// up to this much. 0 rejects every out-of-order sample, as Prometheus does by

@@ -9,6 +9,7 @@ import (
 
 	"github.com/thanos-io/objstore"
 
+	"github.com/meshlens/meshlens/config"
 	"github.com/meshlens/meshlens/tsdb"
 	"github.com/meshlens/meshlens/tsdb/block"
 )
@@ -144,5 +145,31 @@ func TestRetentionCompactFalse(t *testing.T) {
 	}
 	if n < old {
 		t.Errorf("%d blocks past retention left, want %d", n, old)
+	}
+}
+
+func TestRetentionInfo(t *testing.T) {
+	s3 := "storage:\n  bucket: {type: S3, config: {bucket: b, endpoint: e}}\n"
+	for _, c := range []struct {
+		yaml       string
+		compacting bool
+		want       string
+	}{
+		{"", true, "15d (bucket: raw 15d, 5m 15d, 1h 15d)"},
+		{"storage:\n  tsdb: {retention_size: 100GiB}\n", true, "15d or 100GiB (bucket: raw 15d, 5m 15d, 1h 15d)"},
+		{"storage:\n  tsdb: {retention: 0s, retention_size: 1GiB}\n", true, "1GiB (bucket: raw forever, 5m forever, 1h forever)"},
+		{"compactor:\n  retention: {raw: 2d}\n", true, "15d (bucket: raw 2d, 5m 15d, 1h 15d)"},
+		{"storage:\n  tsdb: {retention: 0s}\ncompactor:\n  retention: {raw: 2d}\n", true, "forever (bucket: raw 2d, 5m forever, 1h forever)"},
+		{"", false, "forever (bucket not compacted: --compact=false)"},
+		{s3 + "  tsdb: {retention_size: 100GiB}\n", true, "15d (bucket: raw 15d, 5m 15d, 1h 15d)"},
+		{s3, false, "set by the bucket's compactor (local: 6h after upload)"},
+	} {
+		cfg, err := config.Load([]byte(c.yaml))
+		if err != nil {
+			t.Fatalf("%q: %v", c.yaml, err)
+		}
+		if got := retentionInfo(cfg, c.compacting); got != c.want {
+			t.Errorf("%q, compacting %v: %q, want %q", c.yaml, c.compacting, got, c.want)
+		}
 	}
 }
