@@ -1,12 +1,19 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"net/http"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/alecthomas/units"
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/prometheus/prompb"
 	"github.com/thanos-io/objstore"
 
 	"github.com/meshlens/meshlens/config"
@@ -171,5 +178,84 @@ func TestRetentionInfo(t *testing.T) {
 		if got := retentionInfo(cfg, c.compacting); got != c.want {
 			t.Errorf("%q, compacting %v: %q, want %q", c.yaml, c.compacting, got, c.want)
 		}
+	}
+}
+
+// TestRetentionSizeDefaultBucket: storage.tsdb.retention_size bounds
+// <data-dir>/tsdb and the default bucket's metric blocks together; the
+// server deletes the bucket's oldest blocks and keeps the newest.
+func TestRetentionSizeDefaultBucket(t *testing.T) {
+	dir := t.TempDir()
+	// Ship 20h of 20 series without compacting.
+	s := startServerFlags(t, retentionConfig, dir, "--compact=false")
+	last := time.Now().Truncate(time.Minute)
+	var series []prompb.TimeSeries
+	for i := range 20 {
+		ts := prompb.TimeSeries{Labels: []prompb.Label{{Name: "__name__", Value: fmt.Sprintf("sized_%d_total", i)}}}
+		for at := last.Add(-20 * time.Hour); !at.After(last); at = at.Add(time.Minute) {
+			ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: at.UnixMilli(), Value: float64(len(ts.Samples) * i)})
+		}
+		series = append(series, ts)
+	}
+	if code := postRaw(t, s.URL+"/api/v1/write", v1BodyFor(t, series...)); code != http.StatusNoContent {
+		t.Fatalf("remote write: %d", code)
+	}
+	bkt, err := tsdb.NewBucket([]byte(fmt.Sprintf("type: FILESYSTEM\nconfig: {directory: %q}\n", filepath.Join(dir, "bucket"))), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var metas []block.Meta
+	eventually(t, 60*time.Second, "the 2h blocks of 20 hours in the bucket", func() bool {
+		metas = shippedMetas(t, s, bkt)
+		return len(metas) >= 9
+	})
+	s.stop(t)
+	// A restart deletes the shipped local blocks past local_retention;
+	// measure the local TSDB after that, when it holds what the next start
+	// finds.
+	s = startServerFlags(t, retentionConfig, dir, "--compact=false")
+	eventually(t, 30*time.Second, "shipped local blocks deleted", func() bool { return len(s.db.Blocks()) == 1 })
+	s.stop(t)
+	slices.SortFunc(metas, func(a, b block.Meta) int { return cmp.Compare(a.MaxTime, b.MaxTime) })
+	// Room for the local TSDB and the five newest blocks.
+	limit := dirBytes(filepath.Join(dir, "tsdb"))
+	for _, m := range metas[len(metas)-5:] {
+		limit += m.ExpectedSize()
+	}
+	cfg := strings.Replace(retentionConfig, "    retention: 8h\n", fmt.Sprintf("    retention: 0s\n    retention_size: %d\n", limit), 1)
+	s = startServer(t, cfg, dir)
+	if got := runtimeRetention(t, s); !strings.HasPrefix(got, units.Base2Bytes(limit).String()+" (bucket: ") {
+		t.Errorf("storageRetention %q, want the size first", got)
+	}
+	var live []*block.Meta
+	eventually(t, 30*time.Second, "the oldest blocks deleted", func() bool {
+		var marked int
+		live, marked = bucketState(t, bkt)
+		return marked == 0 && len(live) < len(metas)
+	})
+	if len(live) == 0 {
+		t.Fatal("every block deleted; want the newest within the bound")
+	}
+	oldestKept := live[0].MaxTime
+	for _, m := range live {
+		oldestKept = min(oldestKept, m.MaxTime)
+	}
+	keptIDs := map[ulid.ULID]bool{}
+	for _, m := range live {
+		keptIDs[m.ULID] = true
+	}
+	for _, m := range metas {
+		if !keptIDs[m.ULID] && m.MaxTime > oldestKept {
+			t.Errorf("block ending %s deleted while an older one, ending %s, stays", time.UnixMilli(m.MaxTime), time.UnixMilli(oldestKept))
+		}
+	}
+	var total int64
+	for _, m := range live {
+		total += m.ExpectedSize()
+	}
+	local := dirBytes(filepath.Join(dir, "tsdb"))
+	t.Logf("limit %d bytes: %d live blocks of %d bytes kept (%d shipped); local TSDB %d bytes", limit, len(live), total, len(metas), local)
+	if total+local > limit {
+		t.Errorf("bucket blocks %d bytes and local TSDB %d bytes are over the bound of %d", total, local, limit)
 	}
 }
