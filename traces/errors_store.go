@@ -3,6 +3,7 @@ package traces
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Errors of the span store that callers tell apart.
@@ -30,3 +31,24 @@ func (e *TraceTooLargeError) Error() string {
 
 // Unwrap makes errors.Is(err, ErrTraceTooLarge) hold.
 func (e *TraceTooLargeError) Unwrap() error { return ErrTraceTooLarge }
+
+// ErrSpansTooOld is returned (wrapped, with the count and the cutoff) by
+// Appender.Append when spans start before the store's retention: they
+// would be deleted at once and never shown. The other spans of the call
+// are stored; ingest reports the refused ones as rejected.
+var ErrSpansTooOld = errors.New("spans older than the retention")
+
+// SpansTooOldError is the error Append returns when it refused spans that
+// start before the retention; it wraps ErrSpansTooOld. The other spans of
+// the call were stored.
+type SpansTooOldError struct {
+	Refused int       // spans refused
+	Cutoff  time.Time // the earliest start kept
+}
+
+func (e *SpansTooOldError) Error() string {
+	return fmt.Sprintf("%d spans refused: they start before %s, older than traces.retention", e.Refused, e.Cutoff.UTC().Format(time.RFC3339))
+}
+
+// Unwrap makes errors.Is(err, ErrSpansTooOld) hold.
+func (e *SpansTooOldError) Unwrap() error { return ErrSpansTooOld }

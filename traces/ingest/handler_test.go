@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 	zipkinmodel "github.com/openzipkin/zipkin-go/model"
@@ -100,6 +101,10 @@ var errDiskFull = errors.New("write-ahead log: no space left on device")
 // whose trace was at its limit.
 var traceTooLarge = &traces.TraceTooLargeError{Refused: 1, Trace: traces.TraceID{15: 1}, Limit: 3}
 
+// spansTooOld is what the store answers when it kept every span but one,
+// which started before the retention.
+var spansTooOld = &traces.SpansTooOldError{Refused: 1, Cutoff: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+
 func TestZipkinHandler(t *testing.T) {
 	js, pb := envoyJSON(t), envoyProto(t)
 	bomb := gz(t, make([]byte, 4<<20))
@@ -137,6 +142,9 @@ func TestZipkinHandler(t *testing.T) {
 		{"overloaded", request{body: js}, Options{}, fmt.Errorf("head full: %w", traces.ErrOverloaded), 429, 0, nil},
 		{"storage failure", request{body: js}, Options{}, errDiskFull, 503, 0, []string{"no space left"}},
 		{"a trace at its span limit", request{body: js}, Options{}, traceTooLarge, 400, 4, []string{"1 span refused", "the other 3 accepted", "traces.max_spans_per_trace"}},
+		{"a span older than the retention", request{body: js}, Options{}, spansTooOld, 400, 4, []string{"1 span refused", "the other 3 accepted", "older than traces.retention"}},
+		{"both refusals", request{body: js}, Options{}, errors.Join(spansTooOld, traceTooLarge), 400, 4, []string{"2 spans refused", "the other 2 accepted"}},
+		{"a refusal and a storage failure", request{body: js}, Options{}, errors.Join(spansTooOld, errDiskFull), 503, 0, []string{"no space left"}},
 		{"GET", request{method: http.MethodGet}, Options{}, nil, 405, 0, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -99,6 +99,9 @@ const (
 // the store refused because their trace was at its limit.
 const reasonTraceTooLarge = "trace_too_large"
 
+// reasonTooOld labels it for spans that start before traces.retention.
+const reasonTooOld = "older_than_retention"
+
 var requestReasons = []string{reasonTooLarge, reasonTooManySpans, reasonUndecodable, reasonUnsupported, reasonInvalidSpans, reasonOverloaded, reasonStorageFailed}
 
 // Errors of the transport, before decoding.
@@ -128,6 +131,7 @@ func newReceiver(app traces.Appender, opts Options) *receiver {
 		r.refusedSpans(reason)
 	}
 	r.refusedSpans(reasonTraceTooLarge)
+	r.refusedSpans(reasonTooOld)
 	for _, reason := range requestReasons {
 		r.refusedRequests(reason)
 	}
@@ -170,19 +174,18 @@ func (r *receiver) store(ctx context.Context, protocol string, b *decode.Batch) 
 		return nil
 	}
 	err := r.app.Append(ctx, b.Spans)
-	var tooLarge *traces.TraceTooLargeError
-	if errors.As(err, &tooLarge) && tooLarge.Refused <= len(b.Spans) {
-		// The other spans are stored: the refused ones are answered as
-		// spans refused by decoding are.
-		if b.Refused == nil {
-			b.Refused = map[string]int{}
+	// Spans the store refused (their trace at its limit, or older than the
+	// retention) are answered as spans refused by decoding are; the other
+	// spans are stored.
+	if err != nil && onlyRefusals(err) {
+		var tooLarge *traces.TraceTooLargeError
+		if errors.As(err, &tooLarge) {
+			r.storeRefused(b, reasonTraceTooLarge, tooLarge.Refused, tooLarge.Error())
 		}
-		b.Refused[reasonTraceTooLarge] += tooLarge.Refused
-		if b.FirstRefused == "" {
-			b.FirstRefused = tooLarge.Error()
+		var tooOld *traces.SpansTooOldError
+		if errors.As(err, &tooOld) {
+			r.storeRefused(b, reasonTooOld, tooOld.Refused, tooOld.Error())
 		}
-		r.refusedSpans(reasonTraceTooLarge).Add(tooLarge.Refused)
-		b.Spans = b.Spans[:len(b.Spans)-tooLarge.Refused] // only their number is read from here on
 		err = nil
 	}
 	if err != nil {
@@ -190,6 +193,35 @@ func (r *receiver) store(ctx context.Context, protocol string, b *decode.Batch) 
 	}
 	r.receivedSpans(protocol).Add(len(b.Spans))
 	return nil
+}
+
+// storeRefused counts n spans of b refused by the store for reason; msg names
+// the first refusal when decoding refused none.
+func (r *receiver) storeRefused(b *decode.Batch, reason string, n int, msg string) {
+	n = min(n, len(b.Spans))
+	if b.Refused == nil {
+		b.Refused = map[string]int{}
+	}
+	b.Refused[reason] += n
+	if b.FirstRefused == "" {
+		b.FirstRefused = msg
+	}
+	r.refusedSpans(reason).Add(n)
+	b.Spans = b.Spans[:len(b.Spans)-n] // only their number is read from here on
+}
+
+// onlyRefusals reports whether err says no more than that the store
+// refused some spans and stored the others.
+func onlyRefusals(err error) bool {
+	if errs, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range errs.Unwrap() {
+			if !onlyRefusals(e) {
+				return false
+			}
+		}
+		return true
+	}
+	return errors.Is(err, traces.ErrTraceTooLarge) || errors.Is(err, traces.ErrSpansTooOld)
 }
 
 // refusal is how a request refused as a whole is answered.

@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -35,11 +34,11 @@ func (r *recorder) Append(_ context.Context, spans []traces.Span) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls++
-	var tooLarge *traces.TraceTooLargeError
-	if r.err != nil && !errors.As(r.err, &tooLarge) {
+	if r.err != nil && !onlyRefusals(r.err) {
 		return r.err
 	}
-	// A store refusing spans of a trace at its limit keeps the others.
+	// A store refusing spans (of a trace at its limit, older than the
+	// retention) keeps the others.
 	r.spans = append(r.spans, spans...)
 	return r.err
 }

@@ -11,7 +11,7 @@ type storeMetrics struct {
 	set   *metrics.Set
 	names []string
 
-	appended, refused                      *metrics.Counter
+	appended, refused, tooOld              *metrics.Counter
 	walFsync                               *metrics.Histogram
 	walCorruptions                         *metrics.Counter
 	blocksCut, blocksShipped, shipFailures *metrics.Counter
@@ -32,6 +32,7 @@ func newStoreMetrics(s *Store) *storeMetrics {
 	}
 	m.appended = counter("meshlens_traces_spans_appended_total")
 	m.refused = counter(`meshlens_traces_spans_refused_total{reason="too_many_spans_per_trace"}`)
+	m.tooOld = counter(`meshlens_traces_spans_refused_total{reason="older_than_retention"}`)
 	m.walCorruptions = counter("meshlens_traces_wal_corruptions_total")
 	m.blocksCut = counter("meshlens_traces_blocks_cut_total")
 	m.blocksShipped = counter("meshlens_traces_blocks_shipped_total")

@@ -280,7 +280,8 @@ func (s *Store) compactDir() string { return filepath.Join(s.o.Dir, "compact") }
 // A span whose id and kind its trace already holds is dropped (a resent
 // span).
 // Spans beyond MaxSpansPerTrace are refused: the others are stored, and the
-// error wraps traces.ErrTraceTooLarge.
+// error wraps traces.ErrTraceTooLarge. So are spans that start before the
+// retention (traces.ErrSpansTooOld); both may be joined in one error.
 func (s *Store) Append(ctx context.Context, spans []traces.Span) error {
 	if len(spans) == 0 {
 		return nil
@@ -291,6 +292,10 @@ func (s *Store) Append(ctx context.Context, spans []traces.Span) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	spans, tooOld := s.refuseOld(spans)
+	if len(spans) == 0 {
+		return tooOld
+	}
 	e := s.enc.Get().(*encoder)
 	defer s.enc.Put(e)
 	rec := e.spans(spans)
@@ -300,7 +305,7 @@ func (s *Store) Append(ctx context.Context, spans []traces.Span) error {
 	if refused > 0 {
 		if len(accepted) == 0 {
 			s.walMu.Unlock()
-			return s.tooLarge(refused, refusedTrace)
+			return errors.Join(tooOld, s.tooLarge(refused, refusedTrace))
 		}
 		rec = e.spans(accepted)
 	} else {
@@ -325,9 +330,34 @@ func (s *Store) Append(ctx context.Context, spans []traces.Span) error {
 	}
 	s.metrics.appended.Add(len(accepted))
 	if refused > 0 {
-		return s.tooLarge(refused, refusedTrace)
+		return errors.Join(tooOld, s.tooLarge(refused, refusedTrace))
 	}
-	return nil
+	return tooOld
+}
+
+// refuseOld returns the spans that start within the retention and, when
+// some do not, a *traces.SpansTooOldError counting them: they would be
+// deleted at the next retention pass, never shown.
+func (s *Store) refuseOld(spans []traces.Span) ([]traces.Span, error) {
+	cutoff := s.now().Add(-s.o.Retention)
+	minStart := uint64(cutoff.UnixNano())
+	old := 0
+	for i := range spans {
+		if spans[i].StartUnixNano < minStart {
+			old++
+		}
+	}
+	if old == 0 {
+		return spans, nil
+	}
+	kept := make([]traces.Span, 0, len(spans)-old)
+	for _, sp := range spans {
+		if sp.StartUnixNano >= minStart {
+			kept = append(kept, sp)
+		}
+	}
+	s.metrics.tooOld.Add(old)
+	return kept, &traces.SpansTooOldError{Refused: old, Cutoff: cutoff}
 }
 
 func (s *Store) tooLarge(refused int, id traces.TraceID) error {

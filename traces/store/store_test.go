@@ -429,3 +429,27 @@ func TestStoredAgreesWithTrace(t *testing.T) {
 		}
 	}
 }
+
+// TestSpansOlderThanRetentionRefused: spans that start before the
+// retention are refused and counted (they would be deleted before anyone
+// saw them); the other spans of the call are stored.
+func TestSpansOlderThanRetentionRefused(t *testing.T) {
+	ctx := context.Background()
+	clock := tracestest.NewClock(tracestest.T0)
+	s := openTest(t, testOptions(t.TempDir(), clock.Now))
+	old := tracestest.Trace(1, 3, tracestest.T0.Add(-tracestest.Retention-time.Minute))
+	fresh := tracestest.Trace(2, 3, tracestest.T0.Add(-time.Minute))
+	err := s.Append(ctx, append(append([]traces.Span{}, old...), fresh...))
+	var tooOld *traces.SpansTooOldError
+	if !errors.As(err, &tooOld) || tooOld.Refused != 3 || !errors.Is(err, traces.ErrSpansTooOld) {
+		t.Fatalf("Append = %v, want 3 spans refused as too old", err)
+	}
+	tracestest.ExpectTrace(t, s, fresh, traces.TimeRange{})
+	if _, err := s.Trace(ctx, tracestest.ID(1), traces.TimeRange{}); !errors.Is(err, traces.ErrNotFound) {
+		t.Errorf("the old trace: %v, want not found", err)
+	}
+	// Only old spans: nothing is written.
+	if err := s.Append(ctx, old); !errors.As(err, &tooOld) || tooOld.Refused != 3 {
+		t.Errorf("Append of old spans only = %v", err)
+	}
+}
