@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/storage"
 
+	exstore "github.com/meshlens/meshlens/exemplars/store"
 	"github.com/meshlens/meshlens/traces"
 )
 
@@ -71,7 +72,7 @@ type TraceCoverageOptions struct {
 	// destination_service_name is not counted.
 	Selectors [][]*labels.Matcher
 	// TraceIDLabels are the exemplar labels that may hold the trace id, in
-	// order of preference; nil means trace_id, traceId, traceID.
+	// order of preference; nil means exstore.DefaultTraceIDLabels.
 	TraceIDLabels []string
 	// MaxTraces bounds the distinct traces looked up per run; beyond it a
 	// sample chosen by a hash of the trace id is checked (as in the
@@ -100,7 +101,7 @@ func (o *TraceCoverageOptions) defaults() {
 		o.Selectors = DefaultCoverageSelectors
 	}
 	if o.TraceIDLabels == nil {
-		o.TraceIDLabels = []string{"trace_id", "traceId", "traceID"}
+		o.TraceIDLabels = exstore.DefaultTraceIDLabels
 	}
 	if o.MaxTraces <= 0 {
 		o.MaxTraces = 10000

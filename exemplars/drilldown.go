@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
 
+	exstore "github.com/meshlens/meshlens/exemplars/store"
 	"github.com/meshlens/meshlens/traces"
 )
 
@@ -38,7 +39,7 @@ type DrilldownOptions struct {
 	// Parser parses the query; nil is Prometheus's default parser.
 	Parser parser.Parser
 	// TraceIDLabels are the exemplar labels that may hold the trace id, in
-	// order of preference; nil means trace_id, traceId, traceID.
+	// order of preference; nil means exstore.DefaultTraceIDLabels.
 	TraceIDLabels []string
 	// DefaultLimit is how many exemplars are returned without a limit
 	// parameter; zero means 10.
@@ -66,7 +67,7 @@ func (o *DrilldownOptions) defaults() {
 		o.Parser = parser.NewParser(parser.Options{})
 	}
 	if o.TraceIDLabels == nil {
-		o.TraceIDLabels = []string{"trace_id", "traceId", "traceID"}
+		o.TraceIDLabels = exstore.DefaultTraceIDLabels
 	}
 	if o.DefaultLimit <= 0 {
 		o.DefaultLimit = 10
