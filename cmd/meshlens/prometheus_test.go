@@ -28,15 +28,7 @@ func TestRealPrometheusRemoteWrite(t *testing.T) {
 		t.Skip("runs a real Prometheus; not in -short")
 	}
 	bin := peers.Need(t, peers.Prometheus)
-	fixture, err := os.ReadFile(filepath.Join("..", "..", "testdata", "istio_metrics.prom"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		w.Write(fixture)
-	}))
-	defer target.Close()
+	target := istioTarget(t)
 
 	v1, v2 := startServer(t, "", ""), startServer(t, "", "")
 	dir := t.TempDir()
@@ -125,4 +117,20 @@ func runPrometheus(t *testing.T, bin, dir, cfg string) {
 		cmd.Process.Signal(os.Interrupt)
 		cmd.Wait()
 	})
+}
+
+// istioTarget serves testdata/istio_metrics.prom for Prometheus to scrape,
+// until the test ends.
+func istioTarget(t *testing.T) *httptest.Server {
+	t.Helper()
+	fixture, err := os.ReadFile(filepath.Join("..", "..", "testdata", "istio_metrics.prom"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		w.Write(fixture)
+	}))
+	t.Cleanup(target.Close)
+	return target
 }

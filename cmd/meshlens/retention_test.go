@@ -74,10 +74,7 @@ func TestRetentionDefaultBucket(t *testing.T) {
 		t.Errorf("storageRetention %q, want %q", got, want)
 	}
 	_, last, _ := writeHistory(t, s, "shipped_total", 20)
-	bkt, err := tsdb.NewBucket([]byte(fmt.Sprintf("type: FILESYSTEM\nconfig: {directory: %q}\n", filepath.Join(dir, "bucket"))), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bkt := dataDirBucket(t, dir)
 	cutoff := last.Add(-8 * time.Hour).UnixMilli()
 	var shippedOld bool
 	eventually(t, 90*time.Second, "old blocks shipped, then deleted from the bucket", func() bool {
@@ -124,10 +121,7 @@ func TestRetentionCompactFalse(t *testing.T) {
 		t.Errorf("storageRetention %q, want %q", got, want)
 	}
 	_, last, _ := writeHistory(t, s, "shipped_total", 20)
-	bkt, err := tsdb.NewBucket([]byte(fmt.Sprintf("type: FILESYSTEM\nconfig: {directory: %q}\n", filepath.Join(dir, "bucket"))), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bkt := dataDirBucket(t, dir)
 	cutoff := last.Add(-8 * time.Hour).UnixMilli()
 	var old int
 	eventually(t, 60*time.Second, "the 2h blocks of 20 hours in the bucket", func() bool {
@@ -200,10 +194,7 @@ func TestRetentionSizeDefaultBucket(t *testing.T) {
 	if code := postRaw(t, s.URL+"/api/v1/write", v1BodyFor(t, series...)); code != http.StatusNoContent {
 		t.Fatalf("remote write: %d", code)
 	}
-	bkt, err := tsdb.NewBucket([]byte(fmt.Sprintf("type: FILESYSTEM\nconfig: {directory: %q}\n", filepath.Join(dir, "bucket"))), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bkt := dataDirBucket(t, dir)
 	var metas []block.Meta
 	eventually(t, 60*time.Second, "the 2h blocks of 20 hours in the bucket", func() bool {
 		metas = shippedMetas(t, s, bkt)
@@ -258,4 +249,14 @@ func TestRetentionSizeDefaultBucket(t *testing.T) {
 	if total+local > limit {
 		t.Errorf("bucket blocks %d bytes and local TSDB %d bytes are over the bound of %d", total, local, limit)
 	}
+}
+
+// dataDirBucket opens the default bucket of the data directory dir.
+func dataDirBucket(t *testing.T, dir string) objstore.Bucket {
+	t.Helper()
+	bkt, err := tsdb.NewBucket([]byte(fmt.Sprintf("type: FILESYSTEM\nconfig: {directory: %q}\n", filepath.Join(dir, "bucket"))), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bkt
 }

@@ -17,7 +17,6 @@ import (
 	"math/big"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -425,15 +424,7 @@ func TestWebConfigRealPrometheus(t *testing.T) {
 		t.Skip("runs a real Prometheus; not in -short")
 	}
 	bin := peers.Need(t, peers.Prometheus)
-	fixture, err := os.ReadFile(filepath.Join("..", "..", "testdata", "istio_metrics.prom"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		w.Write(fixture)
-	}))
-	defer target.Close()
+	target := istioTarget(t)
 
 	dir := t.TempDir()
 	pki := newTestPKI(t, dir)
