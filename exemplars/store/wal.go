@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/prometheus/prometheus/tsdb/wlog"
+	"github.com/meshlens/meshlens/internal/walreplay"
 )
 
 // A WAL record is
@@ -66,49 +66,31 @@ func (s *Store) replay() error {
 	for _, e := range s.blocks {
 		cutSeq[e.meta.Period] = max(cutSeq[e.meta.Period], e.walSeq)
 	}
-	first, last, err := wlog.Segments(s.wal.Dir())
-	if err != nil {
-		return fmt.Errorf("list WAL segments: %w", err)
-	}
 	minT := s.o.Now().Add(-s.o.Retention).UnixMilli()
 	records, kept := 0, 0
-	for i := first; i >= 0 && i <= last; i++ {
-		seg, err := wlog.OpenReadSegment(wlog.SegmentName(s.wal.Dir(), i))
+	corruption, err := walreplay.Replay(s.wal, func(b []byte, segment int) error {
+		seq, es, err := decodeRecord(b)
 		if err != nil {
-			return fmt.Errorf("open WAL segment %d: %w", i, err)
+			return err
 		}
-		sr := wlog.NewSegmentBufReader(seg)
-		r := wlog.NewReader(sr)
-		var cerr error
-		for r.Next() {
-			seq, es, err := decodeRecord(r.Record())
-			if err != nil {
-				cerr = &wlog.CorruptionErr{Err: err, Dir: s.wal.Dir(), Segment: r.Segment(), Offset: r.Offset()}
-				break
+		records++
+		s.seq = max(s.seq, seq)
+		for _, e := range es {
+			if e.Ts < minT || cutSeq[s.periodOf(e.Ts)] >= seq {
+				continue
 			}
-			records++
-			s.seq = max(s.seq, seq)
-			for _, e := range es {
-				if e.Ts < minT || cutSeq[s.periodOf(e.Ts)] >= seq {
-					continue
-				}
-				if s.insertLocked(e.Series, sample{t: e.Ts, v: e.Value, labels: e.Labels}, i) {
-					kept++
-				}
+			if s.insertLocked(e.Series, sample{t: e.Ts, v: e.Value, labels: e.Labels}, segment) {
+				kept++
 			}
 		}
-		if cerr == nil {
-			cerr = r.Err()
-		}
-		sr.Close()
-		if cerr != nil {
-			s.metrics.walCorruptions.Inc()
-			s.logger.Warn("exemplar WAL corrupted, repairing", "segment", i, "err", cerr)
-			if err := s.wal.Repair(cerr); err != nil {
-				return fmt.Errorf("repair WAL: %w", err)
-			}
-			break
-		}
+		return nil
+	})
+	if corruption != nil {
+		s.metrics.walCorruptions.Inc()
+		s.logger.Warn("exemplar WAL corrupted, repaired", "err", corruption)
+	}
+	if err != nil {
+		return err
 	}
 	// The sequence continues after the blocks' too: a WAL lost with its
 	// disk must not make new records look cut.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/prometheus/tsdb/wlog"
 
+	"github.com/meshlens/meshlens/internal/walreplay"
 	"github.com/meshlens/meshlens/traces"
 )
 
@@ -84,51 +85,33 @@ func fsyncFile(name string) error {
 // decoded ends the replay; the WAL is then repaired by dropping it and
 // everything after it, so the spans of every record before it are kept.
 func (s *Store) replay() error {
-	first, last, err := wlog.Segments(s.wal.Dir())
-	if err != nil {
-		return fmt.Errorf("list WAL segments: %w", err)
-	}
 	now := s.now()
 	records, spans := 0, 0
-	for i := first; i >= 0 && i <= last; i++ {
-		seg, err := wlog.OpenReadSegment(wlog.SegmentName(s.wal.Dir(), i))
+	corruption, err := walreplay.Replay(s.wal, func(b []byte, segment int) error {
+		rec, err := decodeRecord(b)
 		if err != nil {
-			return fmt.Errorf("open WAL segment %d: %w", i, err)
+			return err
 		}
-		sr := wlog.NewSegmentBufReader(seg)
-		r := wlog.NewReader(sr)
-		var cerr error
-		for r.Next() {
-			rec, err := decodeRecord(r.Record())
-			if err != nil {
-				cerr = &wlog.CorruptionErr{Err: err, Dir: s.wal.Dir(), Segment: r.Segment(), Offset: r.Offset()}
-				break
-			}
-			records++
-			s.seq = max(s.seq, rec.seq)
-			switch rec.typ {
-			case recSpans:
-				for _, sp := range rec.spans {
-					if s.insertLocked(sp, rec.seq, i, now) {
-						spans++
-					}
+		records++
+		s.seq = max(s.seq, rec.seq)
+		switch rec.typ {
+		case recSpans:
+			for _, sp := range rec.spans {
+				if s.insertLocked(sp, rec.seq, segment, now) {
+					spans++
 				}
-			case recCut:
-				s.replayCut(rec)
 			}
+		case recCut:
+			s.replayCut(rec)
 		}
-		if cerr == nil {
-			cerr = r.Err()
-		}
-		sr.Close()
-		if cerr != nil {
-			s.metrics.walCorruptions.Inc()
-			s.logger.Warn("WAL corrupted, repairing", "segment", i, "err", cerr)
-			if err := s.wal.Repair(cerr); err != nil {
-				return fmt.Errorf("repair WAL: %w", err)
-			}
-			break
-		}
+		return nil
+	})
+	if corruption != nil {
+		s.metrics.walCorruptions.Inc()
+		s.logger.Warn("WAL corrupted, repaired", "err", corruption)
+	}
+	if err != nil {
+		return err
 	}
 	s.head.seq = s.seq
 	s.synced.Store(s.seq)
