@@ -83,11 +83,15 @@ type Store struct {
 	logger  *slog.Logger
 	metrics *storeMetrics
 
-	// mu guards the WAL, the head and seq.
-	mu   sync.Mutex
-	wal  *wlog.WL
-	seq  uint64
-	head map[int64]*period // by period start
+	// mu guards the WAL, the head, seq and curSeg.
+	mu  sync.Mutex
+	wal *wlog.WL
+	seq uint64
+	// curSeg is the WAL segment records go to, or one before it when wlog
+	// moved on to a new segment by itself: a head period that starts
+	// there keeps at worst a segment more than it needs.
+	curSeg int
+	head   map[int64]*period // by period start
 
 	// blocksMu guards blocks; passMu serialises cuts, shipping and
 	// retention.
@@ -165,6 +169,9 @@ func Open(o Options) (*Store, error) {
 	s.wal = w
 	if err := s.replay(); err != nil {
 		return fail(err)
+	}
+	if s.curSeg, _, err = w.LastSegmentAndOffset(); err != nil {
+		return fail(fmt.Errorf("open WAL: %w", err))
 	}
 	return s, nil
 }
@@ -280,24 +287,14 @@ func (s *Store) Append(es []Exemplar) (int, error) {
 		return 0, fmt.Errorf("exemplar store: write WAL: %w", err)
 	}
 	s.seq = seq
-	seg := s.segment()
 	n := 0
 	for _, e := range keep {
-		if s.insertLocked(e.Series, sample{t: e.Ts, v: e.Value, labels: e.Labels}, seg) {
+		if s.insertLocked(e.Series, sample{t: e.Ts, v: e.Value, labels: e.Labels}, s.curSeg) {
 			n++
 		}
 	}
 	s.metrics.appended.Add(n)
 	return n, nil
-}
-
-// segment is the WAL segment records go to now. The caller holds s.mu.
-func (s *Store) segment() int {
-	seg, _, err := s.wal.LastSegmentAndOffset()
-	if err != nil {
-		return 0
-	}
-	return seg
 }
 
 func (s *Store) periodOf(t int64) int64 {
@@ -389,8 +386,10 @@ func (s *Store) cut(all bool) error {
 	}
 	if len(todo) > 0 {
 		// Later records start a new segment, so the old ones can go.
-		if _, err := s.wal.NextSegment(); err != nil {
+		if seg, err := s.wal.NextSegment(); err != nil {
 			s.logger.Warn("exemplar WAL: new segment", "err", err)
+		} else {
+			s.curSeg = seg
 		}
 	}
 	s.mu.Unlock()
@@ -428,7 +427,7 @@ func (s *Store) cut(all bool) error {
 	}
 	if len(todo) > 0 {
 		s.mu.Lock()
-		keep := s.segment()
+		keep := s.curSeg
 		for _, p := range s.head {
 			keep = min(keep, p.firstSeg)
 		}
