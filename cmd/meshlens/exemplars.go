@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"path/filepath"
 	"time"
@@ -20,7 +19,7 @@ import (
 // <dataDir>/exemplars; they are kept as long as spans. compact makes this
 // node delete them from the bucket after the retention, as it does spans.
 func openExemplars(cfg config.TracesConfig, dataDir string, bkt objstore.Bucket, compact bool, set *metrics.Set, logger *slog.Logger) (*exstore.Store, error) {
-	s, err := exstore.Open(exstore.Options{
+	return exstore.Open(exstore.Options{
 		Dir:              filepath.Join(dataDir, "exemplars"),
 		Bucket:           bkt,
 		Retention:        time.Duration(cfg.Retention),
@@ -29,19 +28,12 @@ func openExemplars(cfg config.TracesConfig, dataDir string, bkt objstore.Bucket,
 		Logger:           logger,
 		Metrics:          set,
 	})
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
 }
 
 // exemplarStage puts the exemplar store last in the ingest chain, after
 // the aggregation: it keeps the exemplars of the series as stored.
 func exemplarStage(s *exstore.Store) ingestStage {
 	return func(next storage.AppendableV2) (storage.AppendableV2, error) {
-		if s == nil {
-			return nil, fmt.Errorf("no exemplar store")
-		}
 		return s.Appendable(next), nil
 	}
 }
